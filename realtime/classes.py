@@ -1,0 +1,95 @@
+"""The 1000 ImageNet class names, and a forgiving lookup by name or index."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import re
+
+
+class ClassLookupError(ValueError):
+    """A class query matched nothing; the message lists close names."""
+
+
+@functools.lru_cache(maxsize=1)
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in index order.
+
+    They ship inside torchvision's weight metadata, so no download is needed.
+    """
+    from torchvision.models import GoogLeNet_Weights
+
+    return tuple(GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def _norm(text: str) -> str:
+    """Lower case, with '_', '-' and runs of spaces folded to one space."""
+    return re.sub(r"[\s_\-]+", " ", text.strip().lower())
+
+
+def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
+    """Classes matching a query, best first.
+
+    Order: exact name, then names that start with the query, then names that
+    contain it as whole words, then as a substring, then close spellings.
+
+    Args:
+        query: free text such as "spider", "Spider Web", "espresso".
+        limit: at most this many results.
+
+    Returns:
+        (index, name) pairs; empty when nothing is close.
+    """
+    names = class_names()
+    q = _norm(query)
+    if not q:
+        return [(i, n) for i, n in enumerate(names)][:limit]
+    normed = [_norm(n) for n in names]
+    word = re.compile(rf"\b{re.escape(q)}\b")
+    tiers: list[list[int]] = [[], [], [], []]
+    for i, n in enumerate(normed):
+        if n == q:
+            tiers[0].append(i)
+        elif n.startswith(q):
+            tiers[1].append(i)
+        elif word.search(n):
+            tiers[2].append(i)
+        elif q in n:
+            tiers[3].append(i)
+    ranked = [i for tier in tiers for i in tier]
+    if len(ranked) < limit:
+        for close in difflib.get_close_matches(q, normed, n=limit, cutoff=0.6):
+            i = normed.index(close)
+            if i not in ranked:
+                ranked.append(i)
+    return [(i, names[i]) for i in ranked[:limit]]
+
+
+def resolve_class(query: str | int | float) -> int:
+    """One class index from a name or an index.
+
+    A number (or a numeric string, as OSC senders often send) is taken as an
+    index; a name takes the best match from `search`.
+
+    Raises:
+        ClassLookupError: the index is out of range or no name is close; the
+            message says what is valid and suggests near names.
+    """
+    names = class_names()
+    if isinstance(query, str):
+        text = query.strip()
+        try:
+            query = float(text)
+        except ValueError:
+            hits = search(text, limit=5)
+            if not hits:
+                raise ClassLookupError(
+                    f"unknown ImageNet class {text!r}; try `python installation.py classes "
+                    f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
+                ) from None
+            return hits[0][0]
+    if query != query or int(query) != query or not 0 <= int(query) < len(names):  # NaN, fraction, range
+        raise ClassLookupError(
+            f"expected an ImageNet class index 0-{len(names) - 1} or a class name, got {query!r}"
+        )
+    return int(query)
