@@ -87,3 +87,26 @@ class LatestSlot(Generic[T]):
             if self._count > after:
                 self._read_count = self._count
             return self._count, self._value
+
+
+@dataclass(frozen=True)
+class Output:
+    """One dreamed frame as the dream loop publishes it to the display and the callbacks.
+
+    Attributes:
+        dream: (H, W, 3) uint8 RGB, the dreamed picture.
+        camera: (H, W, 3) uint8 RGB, the camera frame it was dreamed from (for the display's crossfade).
+        index: output frame number, counting from 0.
+        capture_ts: time.monotonic() when the camera frame was captured.
+        done_ts: time.monotonic() when the dream finished (latency = done_ts - capture_ts).
+        layer: the layer it was dreamed at.
+        target: the class target's name, or "none".
+    """
+
+    dream: np.ndarray  # (H, W, 3) uint8 RGB
+    camera: np.ndarray  # (H, W, 3) uint8 RGB
+    index: int
+    capture_ts: float
+    done_ts: float
+    layer: str = ""
+    target: str = "none"
