@@ -88,7 +88,9 @@ def resolve_class(query: str | int | float) -> int:
                     f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
                 ) from None
             return hits[0][0]
-    if query != query or int(query) != query or not 0 <= int(query) < len(names):  # NaN, fraction, range
+    if (
+        query != query or int(query) != query or not 0 <= int(query) < len(names)
+    ):  # NaN, fraction, range
         raise ClassLookupError(
             f"expected an ImageNet class index 0-{len(names) - 1} or a class name, got {query!r}"
         )

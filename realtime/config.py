@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomllib
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
@@ -78,7 +79,9 @@ class AttractConfig:
     """Attract mode: when nobody moves in front of the camera, the dream deepens."""
 
     enabled: bool = False  # watch for an empty room at all
-    motion_threshold: float = 0.01  # mean absolute frame difference (0..1) below which the room is still
+    motion_threshold: float = (
+        0.01  # mean absolute frame difference (0..1) below which the room is still
+    )
     idle_seconds: float = 30.0  # seconds of stillness before attract mode engages
     feedback: float = 0.9  # feedback while attracting (deeper dream)
     zoom: float = 1.004  # feedback zoom per frame while attracting (slow infinite zoom)
@@ -142,8 +145,10 @@ def preset_path(name: str) -> Path:
         ConfigError: the name looks like a path or no such preset exists.
     """
     if not name or any(c in name for c in "/\\:") or name.startswith(".") or ".." in name:
-        raise ConfigError(f"preset names are plain names, not paths; got {name!r}; "
-                          f"valid presets: {', '.join(preset_names())}")
+        raise ConfigError(
+            f"preset names are plain names, not paths; got {name!r}; "
+            f"valid presets: {', '.join(preset_names())}"
+        )
     stem = name[:-5] if name.endswith(".toml") else name
     path = CONFIG_DIR / f"{stem}.toml"
     if not path.is_file():
@@ -168,8 +173,9 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     try:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"config file {str(path)!r} not found; presets in config/: "
-                          f"{', '.join(preset_names())}") from None
+        raise ConfigError(
+            f"config file {str(path)!r} not found; presets in config/: {', '.join(preset_names())}"
+        ) from None
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from err
     for item in overrides:
@@ -183,8 +189,9 @@ def parse_override(item: str) -> tuple[str, str, object]:
     name, sep, text = item.partition("=")
     section, dot, key = name.strip().partition(".")
     if not sep or not dot or not section or not key:
-        raise ConfigError(f"expected --set section.key=value, got {item!r}; "
-                          f"sections: {', '.join(_sections())}")
+        raise ConfigError(
+            f"expected --set section.key=value, got {item!r}; sections: {', '.join(_sections())}"
+        )
     try:
         value = tomllib.loads(f"v = {text.strip()}")["v"]
     except tomllib.TOMLDecodeError:
@@ -192,23 +199,27 @@ def parse_override(item: str) -> tuple[str, str, object]:
     return section, key, value
 
 
-def build_config(data: typing.Mapping[str, typing.Mapping[str, object]], source: str = "") -> Config:
+def build_config(
+    data: typing.Mapping[str, typing.Mapping[str, object]], source: str = ""
+) -> Config:
     """Turn parsed TOML into a Config, checking every section, key and value type."""
     sections = _sections()
     where = f" in {source}" if source else ""
     built = {}
     for name in data:
         if name not in sections:
-            raise ConfigError(f"unknown config section [{name}]{where}; valid sections: "
-                              f"{', '.join(sections)}")
+            raise ConfigError(
+                f"unknown config section [{name}]{where}; valid sections: {', '.join(sections)}"
+            )
     for name, cls in sections.items():
         values = dict(data.get(name, {}))
         hints = typing.get_type_hints(cls)
         valid = [f.name for f in dataclasses.fields(cls)]
         for key, value in values.items():
             if key not in valid:
-                raise ConfigError(f"unknown key {name}.{key}{where}; valid keys in [{name}]: "
-                                  f"{', '.join(valid)}")
+                raise ConfigError(
+                    f"unknown key {name}.{key}{where}; valid keys in [{name}]: {', '.join(valid)}"
+                )
             values[key] = _check_type(f"{name}.{key}", value, hints[key])
         try:
             built[name] = cls(**values)
@@ -234,8 +245,10 @@ def _check_type(name: str, value: object, hint: object) -> object:
             return [_check_type(name, v, inner) for v in value]
     elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
-    elif isinstance(hint, type) and isinstance(value, hint) and not (
-        hint is int and isinstance(value, bool)
+    elif (
+        isinstance(hint, type)
+        and isinstance(value, hint)
+        and not (hint is int and isinstance(value, bool))
     ):
         return value
     expected = getattr(hint, "__name__", str(hint))
@@ -267,7 +280,7 @@ def live_values(cfg: Config) -> dict[str, object]:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"640x360" -> (640, 360).
+    """ "640x360" -> (640, 360).
 
     Raises:
         ConfigError: not WxH with both between 16 and 7680.

@@ -46,23 +46,61 @@ class ParamSpec:
 
 
 _SPECS = (
-    ParamSpec("layer", "layer", None, doc="layer to dream at: a name, or an index into the model's layer list"),
+    ParamSpec(
+        "layer",
+        "layer",
+        None,
+        doc="layer to dream at: a name, or an index into the model's layer list",
+    ),
     ParamSpec("target", "target", None, doc="ImageNet class to dream towards; 'none' or -1 clears"),
-    ParamSpec("model", "model", None, doc="network: googlenet, vgg16 or efficientnet_lite0 (loads in the background)"),
-    ParamSpec("steps", "int", 2, 0, 20, doc="gradient steps per octave each frame (0 = no dreaming)"),
+    ParamSpec(
+        "model",
+        "model",
+        None,
+        doc="network: googlenet, vgg16 or efficientnet_lite0 (loads in the background)",
+    ),
+    ParamSpec(
+        "steps", "int", 2, 0, 20, doc="gradient steps per octave each frame (0 = no dreaming)"
+    ),
     ParamSpec("octaves", "int", 2, 1, 6, doc="number of pyramid scales dreamed each frame"),
     ParamSpec("octave_scale", "float", 1.4, 1.1, 2.0, doc="size ratio between octaves"),
-    ParamSpec("step_size", "float", 0.02, 0.0, 0.2, True, "gradient step, fraction of the pixel range"),
-    ParamSpec("jitter", "int", 16, 0, 64, doc="random shift in pixels before each step (hides grid artefacts)"),
-    ParamSpec("feedback", "float", 0.6, 0.0, 0.98, True, "share of the previous dreamed output kept each frame"),
+    ParamSpec(
+        "step_size", "float", 0.02, 0.0, 0.2, True, "gradient step, fraction of the pixel range"
+    ),
+    ParamSpec(
+        "jitter",
+        "int",
+        16,
+        0,
+        64,
+        doc="random shift in pixels before each step (hides grid artefacts)",
+    ),
+    ParamSpec(
+        "feedback",
+        "float",
+        0.6,
+        0.0,
+        0.98,
+        True,
+        "share of the previous dreamed output kept each frame",
+    ),
     ParamSpec("flow", "bool", True, doc="warp the feedback along the camera's optical flow"),
-    ParamSpec("zoom", "float", 1.0, 0.9, 1.1, True, "feedback zoom per frame (>1 zooms in: infinite zoom)"),
+    ParamSpec(
+        "zoom", "float", 1.0, 0.9, 1.1, True, "feedback zoom per frame (>1 zooms in: infinite zoom)"
+    ),
     ParamSpec("rotate", "float", 0.0, -5.0, 5.0, True, "feedback rotation in degrees per frame"),
     ParamSpec("mix", "float", 1.0, 0.0, 1.0, True, "display crossfade: 0 camera, 1 dream"),
     ParamSpec("brightness", "float", 0.0, -1.0, 1.0, True, "display brightness offset"),
     ParamSpec("contrast", "float", 1.0, 0.0, 2.0, True, "display contrast gain"),
     ParamSpec("saturation", "float", 1.0, 0.0, 2.0, True, "display saturation gain"),
-    ParamSpec("glide", "float", 0.25, 0.0, 10.0, doc="seconds continuous parameters take to reach a new value"),
+    ParamSpec(
+        "glide",
+        "float",
+        0.25,
+        0.0,
+        10.0,
+        doc="seconds continuous parameters take to reach a new value",
+    ),
     ParamSpec("paused", "bool", False, doc="freeze the dream (the display keeps the last output)"),
 )
 SPECS: dict[str, ParamSpec] = {s.name: s for s in _SPECS}
@@ -285,8 +323,11 @@ class LiveParams:
                 reset_count=self._reset_count,
                 snapshot_count=self._snapshot_count,
                 version=self._version,
-                **{f.name: v[f.name] for f in fields(Snapshot) if f.name in v and f.name not in
-                   ("layer", "target")},
+                **{
+                    f.name: v[f.name]
+                    for f in fields(Snapshot)
+                    if f.name in v and f.name not in ("layer", "target")
+                },
             )
 
     def state(self) -> dict[str, object]:
@@ -315,7 +356,9 @@ class LiveParams:
         if spec.kind == "model":
             name = str(value).strip().lower()
             if name not in self._models:
-                raise ParamError(f"unknown model {value!r}; valid models: {', '.join(self._models)}")
+                raise ParamError(
+                    f"unknown model {value!r}; valid models: {', '.join(self._models)}"
+                )
             return name
         if spec.kind == "bool":
             if isinstance(value, str):
@@ -381,5 +424,7 @@ def _number(spec: ParamSpec, value: object) -> float:
             ) from None
     number = float(value)
     if not math.isfinite(number):
-        raise ParamError(f"{spec.name}: expected a finite number ({spec.range_text}), got {value!r}")
+        raise ParamError(
+            f"{spec.name}: expected a finite number ({spec.range_text}), got {value!r}"
+        )
     return number

@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""The installation's one entry point: run it live, render offline, list layers and classes, bench."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+COMMANDS = ("run", "render", "layers", "classes", "bench", "osc-map")
+DEMO_FRAMES = 90  # frames recorded by a run with no display and no --frames: 3 s at 30 fps
+DEMO_RECORDING = "out/demo.mp4"
+
+logger = logging.getLogger("installation")
+
+
+def _dream_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by run and render: what to dream, on what."""
+    p.add_argument("--config", help="a TOML file, or a preset name in config/ (default: default)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set dream.steps=3 (repeatable)",
+    )
+    p.add_argument("--model", help="googlenet | vgg16 | efficientnet_lite0 | auto")
+    p.add_argument("--weights", help="weights file for an offline machine (googlenet/vgg16)")
+    p.add_argument("--layer", help="layer to dream at (see the layers command)")
+    p.add_argument("--target", help="ImageNet class to dream towards (see the classes command)")
+    p.add_argument("--device", choices=("auto", "cuda", "mps", "cpu"))
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    p.add_argument("--log-file", help="also log to this rotating file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="installation.py",
+        description=__doc__,
+        epilog="With no command, `run` is assumed: python installation.py --source 0 --fullscreen",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the live installation (default)")
+    _dream_options(run)
+    run.add_argument("--source", help="camera index (0), video or image path, stream URL, or demo")
+    run.add_argument("--size", help="dream size WxH, e.g. 640x360")
+    run.add_argument("--headless", action="store_true", help="no window (record or stream instead)")
+    run.add_argument("--frames", type=int, help="stop after N output frames")
+    run.add_argument("--record", help="write the output video here (.mp4 or .avi)")
+    run.add_argument("--fullscreen", action="store_true", help="fill the chosen screen")
+    run.add_argument("--screen", type=int, help="monitor index for --fullscreen (0-based)")
+    run.add_argument("--osc-host", help="address the OSC server binds (0.0.0.0 exposes it)")
+    run.add_argument("--osc-port", type=int, help="UDP port the OSC server listens on")
+    run.add_argument("--status-to", help="HOST:PORT to send status messages to")
+
+    render = sub.add_parser("render", help="dream an image or a video file offline")
+    render.add_argument("input")
+    render.add_argument("output")
+    _dream_options(render)
+    render.add_argument(
+        "--steps", type=int, default=8, help="gradient steps per octave (default 8)"
+    )
+    render.add_argument("--octaves", type=int, default=4, help="pyramid scales (default 4)")
+    render.add_argument("--octave-scale", type=float, help="size ratio between octaves")
+    render.add_argument(
+        "--step-size", type=float, help="gradient step, fraction of the pixel range"
+    )
+    render.add_argument("--jitter", type=int, help="random shift in pixels")
+    render.add_argument("--grad-norm", choices=("mean", "smooth", "laplacian"))
+    render.add_argument("--max-side", type=int, help="shrink so the longer side is at most this")
+    render.add_argument(
+        "--blend",
+        type=float,
+        default=0.5,
+        help="video: share of the previous dreamed frame carried over (default 0.5)",
+    )
+    render.add_argument("--no-flow", action="store_true", help="video: blend without optical flow")
+
+    layers = sub.add_parser("layers", help="list a model's dreamable layers")
+    layers.add_argument("--model", default="googlenet")
+
+    classes = sub.add_parser("classes", help="find ImageNet classes by name")
+    classes.add_argument("query", nargs="?", default="")
+    classes.add_argument("--limit", type=int, default=20)
+
+    bench = sub.add_parser("bench", help="measure speed and print a table")
+    bench.add_argument("--device", default="auto", choices=("auto", "cuda", "mps", "cpu"))
+    bench.add_argument("--quick", action="store_true", help="few frames, small sizes (smoke test)")
+    bench.add_argument("--json", default="bench.json", help="also write the table here")
+    bench.add_argument("--models", help="comma-separated model names")
+    bench.add_argument("--sizes", help="comma-separated WxH sizes")
+    bench.add_argument("--frames", type=int, help="timed frames per row")
+
+    sub.add_parser("osc-map", help="print the OSC address reference")
+    return parser
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv = ["run", *argv]
+    return build_parser().parse_args(argv)
+
+
+def _config_from(args: argparse.Namespace):
+    """The config file plus --set plus the dedicated flags (flags win)."""
+    from realtime.config import load_config
+
+    flags = {
+        "model.name": getattr(args, "model", None),
+        "model.weights": getattr(args, "weights", None),
+        "model.layer": getattr(args, "layer", None),
+        "model.target": getattr(args, "target", None),
+        "model.device": getattr(args, "device", None),
+        "capture.source": getattr(args, "source", None),
+        "capture.size": getattr(args, "size", None),
+        "record.path": getattr(args, "record", None),
+        "display.screen": getattr(args, "screen", None),
+        "osc.host": getattr(args, "osc_host", None),
+        "osc.port": getattr(args, "osc_port", None),
+        "osc.status_to": getattr(args, "status_to", None),
+        "log.file": getattr(args, "log_file", None),
+        "log.level": getattr(args, "log_level", None),
+    }
+    if getattr(args, "fullscreen", False):
+        flags["display.fullscreen"] = True
+    overrides = list(args.set)
+    for key, value in flags.items():
+        if value is None:
+            continue
+        overrides.append(f"{key}={json.dumps(value)}")  # JSON strings are valid TOML strings
+    return load_config(args.config, overrides)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from realtime import app
+
+    cfg = _config_from(args)
+    _setup_logging(cfg)
+    headless, frames = args.headless, args.frames
+    if not headless and not app.display_available():
+        headless = True
+        if frames is None:
+            frames = DEMO_FRAMES
+        if not cfg.record.path:
+            cfg.record = replace(cfg.record, path=DEMO_RECORDING)
+            Path(DEMO_RECORDING).parent.mkdir(parents=True, exist_ok=True)
+        logger.info(
+            "no display found: running headless for %d frames and recording to %s",
+            frames,
+            cfg.record.path,
+        )
+    return app.run(cfg, headless=headless, frames=frames)
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from realtime.models import load_model
+    from realtime.objectives import build
+
+    from realtime.device import pick_device
+    from realtime.render import render
+
+    cfg = _config_from(args)
+    _setup_logging(cfg)
+    device = pick_device(cfg.model.device)
+    model, reason = load_model(
+        None if cfg.model.name == "auto" else cfg.model.name,
+        device=device,
+        weights=cfg.model.weights or None,
+    )
+    logger.info("%s", reason)
+    changes = {
+        "steps": args.steps,
+        "octaves": args.octaves,
+        "octave_scale": args.octave_scale,
+        "step_size": args.step_size,
+        "jitter": args.jitter,
+        "grad_norm": args.grad_norm,
+    }
+    dream_cfg = replace(cfg.dream, **{k: v for k, v in changes.items() if v is not None})
+    target = None
+    if cfg.model.target:
+        from realtime.classes import resolve_class
+
+        target = resolve_class(cfg.model.target)
+    objective = build(model, layer=cfg.model.layer or model.default_layer, target=target)
+    logger.info(
+        "objective %r, %d octaves x %d steps", objective, dream_cfg.octaves, dream_cfg.steps
+    )
+    options = {"max_side": args.max_side}
+    if Path(args.input).suffix.lower() not in (
+        ".png",
+        ".jpg",
+        ".jpeg",
+        ".bmp",
+        ".tif",
+        ".tiff",
+        ".webp",
+    ):
+        options.update(blend=args.blend, flow=not args.no_flow)
+    render(args.input, args.output, model, objective, dream_cfg, device, **options)
+    logger.info("wrote %s", Path(args.output).resolve())
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from realtime.models import model_layers
+
+    for i, name in enumerate(model_layers(args.model)):
+        print(f"{i:3d}  {name}")
+    return 0
+
+
+def cmd_classes(args: argparse.Namespace) -> int:
+    from realtime.classes import search
+
+    hits = search(args.query, limit=args.limit)
+    if not hits:
+        print(
+            f"no ImageNet class matches {args.query!r}; try a shorter or different word",
+            file=sys.stderr,
+        )
+        return 1
+    for index, name in hits:
+        print(f"{index:4d}  {name}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from realtime.bench import main as bench_main
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return bench_main(args)
+
+
+def cmd_osc_map(args: argparse.Namespace) -> int:
+    from realtime.osc import format_address_table
+
+    print(format_address_table())
+    return 0
+
+
+def _setup_logging(cfg) -> None:
+    from realtime.logs import setup_logging
+
+    setup_logging(cfg.log.level, cfg.log.file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    handler = {
+        "run": cmd_run,
+        "render": cmd_render,
+        "layers": cmd_layers,
+        "classes": cmd_classes,
+        "bench": cmd_bench,
+        "osc-map": cmd_osc_map,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - one clear line for the operator, not a traceback
+        if type(err).__module__.startswith("realtime") or isinstance(err, (OSError, ValueError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,275 @@
+"""The dream loop: one thread that turns the newest camera frame into the next dreamed frame."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from realtime.dream import DreamConfig, Dreamer
+from realtime.feedback import Feedback
+from realtime.models import DreamModel, ModelError, load_model
+from realtime.objectives import ObjectiveError, build
+from realtime.params import LiveParams, Snapshot
+from realtime.slot import Frame, LatestSlot, Output
+
+logger = logging.getLogger(__name__)
+
+Callback = Callable[[Output], None]
+
+
+class LoopError(RuntimeError):
+    """The dream loop could not start."""
+
+
+class RateMeter:
+    """Frames per second and latency, smoothed; the loop thread writes, any thread reads."""
+
+    def __init__(self, smoothing: float = 0.9) -> None:
+        self._smoothing = smoothing  # weight of the past in the moving averages (0.9: ~10 frames)
+        # Guards the fields below.
+        self._lock = threading.Lock()
+        self._last: float | None = None
+        self.fps = 0.0
+        self.latency_ms = 0.0
+        self.dream_ms = 0.0
+        self.frames = 0
+
+    def tick(self, latency_s: float, dream_s: float, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            a = self._smoothing if self.frames else 0.0
+            if self._last is not None and now > self._last:
+                rate = 1.0 / (now - self._last)
+                self.fps = a * self.fps + (1 - a) * rate if self.fps else rate
+            self._last = now
+            self.latency_ms = a * self.latency_ms + (1 - a) * latency_s * 1000.0
+            self.dream_ms = a * self.dream_ms + (1 - a) * dream_s * 1000.0
+            self.frames += 1
+
+    def read(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "fps": self.fps,
+                "latency_ms": self.latency_ms,
+                "dream_ms": self.dream_ms,
+                "frames": float(self.frames),
+            }
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1] on `device`."""
+    t = torch.from_numpy(np.ascontiguousarray(image))  # (H, W, 3) uint8
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (1, 3, H, W)
+
+
+def to_image(t: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8 RGB on the host (the one read-back per frame)."""
+    return (t[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
+
+
+class DreamLoop:
+    """Owns the dream thread: snapshot params, upload, feedback, dream, publish.
+
+    start()/stop()/stats() may be called from any thread; everything else runs on the
+    dream thread. Autocast state is per thread, so the dream happens inside it.
+    """
+
+    def __init__(
+        self,
+        frames: LatestSlot[Frame],
+        params: LiveParams,
+        model: DreamModel,
+        device: torch.device,
+        base: DreamConfig | None = None,
+        callbacks: list[Callback] | None = None,
+        max_frames: int | None = None,
+        weights: str | None = None,
+    ) -> None:
+        """Args:
+        frames: the capture thread's latest-frame slot.
+        params: the live parameters; one snapshot is taken per frame.
+        model: the network to start with.
+        device: where the dream runs.
+        base: dream settings that are not live (gradient normalisation, ...).
+        callbacks: called with each Output on the dream thread (recorder, snapshots, stats).
+        max_frames: stop after this many outputs (None: run until stop()).
+        weights: weights file passed to live model switches.
+        """
+        self.frames = frames
+        self.params = params
+        self.device = device
+        self.base = base or DreamConfig()
+        self.callbacks = list(callbacks or [])
+        self.max_frames = max_frames
+        self.weights = weights
+        self.outputs: LatestSlot[Output] = LatestSlot()
+        self.meter = RateMeter()
+        self.done = threading.Event()  # set when max_frames is reached or the thread ends
+        self.errors = 0
+        self._model = model
+        self._dreamer = Dreamer(model, device)
+        self._feedback = Feedback(device)
+        self._objective_key: tuple | None = None
+        self._objective = None
+        self._reset_seen = 0
+        self._last_frame = 0
+        self._index = 0
+        self._switch: LatestSlot[DreamModel | Exception] = LatestSlot()
+        self._switching: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dream-loop", daemon=True)
+
+    # --- any thread ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def model(self) -> DreamModel:
+        return self._model
+
+    def stats(self) -> dict[str, object]:
+        out: dict[str, object] = dict(self.meter.read())
+        out["errors"] = self.errors
+        out["capture_drops"] = self.frames.drops
+        return out
+
+    # --- dream thread --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                count, frame = self.frames.get(self._last_frame, timeout=0.1)
+                if frame is None or count == self._last_frame:
+                    continue
+                snap = self.params.snapshot()
+                if snap.paused:
+                    self._last_frame = count
+                    time.sleep(0.01)
+                    continue
+                self._last_frame = count
+                try:
+                    self.process(frame, snap)
+                except (RuntimeError, ValueError) as err:
+                    # A failing frame is logged and skipped; the show goes on with the next one.
+                    self.errors += 1
+                    if self.errors <= 5 or self.errors % 100 == 0:
+                        logger.error(
+                            "frame %d failed and was skipped (%d so far): %s",
+                            frame.index,
+                            self.errors,
+                            err,
+                        )
+                if self.max_frames is not None and self._index >= self.max_frames:
+                    break
+        finally:
+            self.done.set()
+
+    def process(self, frame: Frame, snap: Snapshot) -> Output:
+        """Dream one frame and publish it. Runs on the dream thread (or a test's thread)."""
+        self._poll_model_switch(snap)
+        if snap.reset_count != self._reset_seen:
+            self._reset_seen = snap.reset_count
+            self._feedback.reset()
+        t0 = time.monotonic()
+        camera_t = to_tensor(frame.image, self.device)  # (1, 3, H, W)
+        x = self._feedback.apply(
+            camera_t, frame.image, snap.feedback, flow=snap.flow, zoom=snap.zoom, rotate=snap.rotate
+        )  # (1, 3, H, W)
+        if snap.steps > 0:
+            x = self._dreamer.dream(x, self._objective_for(snap), self._config_for(snap))
+        self._feedback.remember(x)
+        image = to_image(x)
+        done = time.monotonic()
+        out = Output(
+            dream=image,
+            camera=frame.image,
+            index=self._index,
+            capture_ts=frame.timestamp,
+            done_ts=done,
+            layer=snap.layer,
+            target=snap.target_name,
+        )
+        self._index += 1
+        self.meter.tick(done - frame.timestamp, done - t0, done)
+        self.outputs.put(out)
+        for callback in self.callbacks:
+            try:
+                callback(out)
+            except Exception as err:  # noqa: BLE001 - a broken recorder or stats hook must not stop the show
+                logger.error("per-frame callback %r failed: %s", callback, err)
+        return out
+
+    def _objective_for(self, snap: Snapshot):
+        key = (self._model.name, snap.layer, snap.target)
+        if key != self._objective_key:
+            try:
+                self._objective = build(self._model, layer=snap.layer, target=snap.target)
+            except ObjectiveError as err:
+                logger.error("objective refused, keeping %r: %s", self._objective, err)
+                if self._objective is None:
+                    raise
+            self._objective_key = key
+        return self._objective
+
+    def _config_for(self, snap: Snapshot) -> DreamConfig:
+        return replace(
+            self.base,
+            steps=snap.steps,
+            octaves=snap.octaves,
+            octave_scale=snap.octave_scale,
+            step_size=snap.step_size,
+            jitter=snap.jitter,
+        )
+
+    def _poll_model_switch(self, snap: Snapshot) -> None:
+        """Start loading a newly asked-for model in the background; swap it in once it is ready."""
+        count, loaded = self._switch.peek()
+        if loaded is not None and count > 0 and self._switching is not None:
+            name, self._switching = self._switching, None
+            if isinstance(loaded, Exception):
+                logger.error(
+                    "could not switch to model %s, keeping %s: %s", name, self._model.name, loaded
+                )
+                self.params.set_layers(self._model.layers, self._model.name)
+            else:
+                self._model = loaded
+                self._dreamer = Dreamer(loaded, self.device)
+                self._objective_key = None
+                self.params.set_layers(loaded.layers, loaded.name)
+                logger.info("switched to model %s", loaded.name)
+            self._switch = LatestSlot()
+            return
+        if snap.model != self._model.name and self._switching is None:
+            self._switching = snap.model
+            slot = self._switch
+            threading.Thread(
+                target=self._load, args=(snap.model, slot), name="model-load", daemon=True
+            ).start()
+            logger.info(
+                "loading model %s in the background; dreaming on with %s",
+                snap.model,
+                self._model.name,
+            )
+
+    def _load(self, name: str, slot: LatestSlot) -> None:
+        try:
+            model, _ = load_model(name, device=self.device, weights=self.weights)
+            slot.put(model)
+        except (ModelError, OSError, RuntimeError) as err:
+            slot.put(err)
