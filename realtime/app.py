@@ -10,6 +10,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from realtime.attract import AttractMode
 from realtime.capture import CaptureThread
 from realtime.config import Config, live_values, parse_size
 from realtime.device import pick_device
@@ -19,8 +20,12 @@ from realtime.models import MODEL_NAMES, load_model
 from realtime.params import LiveParams
 from realtime.recorder import VideoRecorder
 from realtime.sources import open_source
+from realtime.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
+
+
+WATCHDOG_SECONDS = 5.0  # a dream pass never takes this long, even at 1080p on a CPU at 1 step
 
 
 class AppError(RuntimeError):
@@ -108,6 +113,7 @@ def run(cfg: Config, headless: bool = False, frames: int | None = None) -> int:
             callbacks=callbacks,
             max_frames=frames,
             weights=cfg.model.weights or None,
+            attract=AttractMode(cfg.attract) if cfg.attract.enabled else None,
         )
 
         def stats() -> dict[str, object]:
@@ -117,6 +123,11 @@ def run(cfg: Config, headless: bool = False, frames: int | None = None) -> int:
 
         loop.start()
         parts.add("dream loop", loop.stop)
+        watchdog = Watchdog()
+        # The loop's heartbeat moves every pass, frame or not: it stops only if the thread hangs.
+        watchdog.watch("dream loop", lambda: loop.heartbeat, loop.restart, timeout=WATCHDOG_SECONDS)
+        watchdog.start()
+        parts.add("watchdog", watchdog.stop)
         _start_osc(cfg, params, stats, parts)
         stats_log = StatsLogger(stats, cfg.log.stats_interval)
         stats_log.start()

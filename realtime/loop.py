@@ -10,7 +10,9 @@ from dataclasses import replace
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
+from realtime.attract import AttractMode
 from realtime.dream import DreamConfig, Dreamer
 from realtime.feedback import Feedback
 from realtime.models import DreamModel, ModelError, load_model
@@ -94,6 +96,7 @@ class DreamLoop:
         callbacks: list[Callback] | None = None,
         max_frames: int | None = None,
         weights: str | None = None,
+        attract: AttractMode | None = None,
     ) -> None:
         """Args:
         frames: the capture thread's latest-frame slot.
@@ -103,7 +106,8 @@ class DreamLoop:
         base: dream settings that are not live (gradient normalisation, ...).
         callbacks: called with each Output on the dream thread (recorder, snapshots, stats).
         max_frames: stop after this many outputs (None: run until stop()).
-        weights: weights file passed to live model switches.
+        weights: weights file for the starting model (also used if it is switched back to).
+        attract: deepens the dream when the camera sees no motion (None: off).
         """
         self.frames = frames
         self.params = params
@@ -111,11 +115,14 @@ class DreamLoop:
         self.base = base or DreamConfig()
         self.callbacks = list(callbacks or [])
         self.max_frames = max_frames
-        self.weights = weights
+        self.weights = {model.name: weights} if weights else {}
+        self.attract = attract
+        self.scale = 1.0  # dream size relative to the frame; lowered after CUDA out-of-memory
         self.outputs: LatestSlot[Output] = LatestSlot()
         self.meter = RateMeter()
         self.done = threading.Event()  # set when max_frames is reached or the thread ends
         self.errors = 0
+        self.heartbeat = 0  # bumps every pass of the loop, frame or not: the watchdog's pulse
         self._model = model
         self._dreamer = Dreamer(model, device)
         self._feedback = Feedback(device)
@@ -127,12 +134,27 @@ class DreamLoop:
         self._switch: LatestSlot[DreamModel | Exception] = LatestSlot()
         self._switching: str | None = None
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dream-loop", daemon=True)
+        self._generation = 0  # a restarted loop bumps this; an abandoned thread sees it and ends
+        self._thread = self._new_thread()
 
     # --- any thread ----------------------------------------------------------------------
 
     def start(self) -> None:
         self._thread.start()
+
+    def restart(self) -> None:
+        """Abandon the current dream thread (it may be stuck) and start a fresh one.
+
+        Called by the watchdog. The old thread ends by itself if it ever returns.
+        """
+        self._generation += 1
+        self._thread = self._new_thread()
+        self._thread.start()
+
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(
+            target=self._run, args=(self._generation,), name="dream-loop", daemon=True
+        )
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -151,9 +173,10 @@ class DreamLoop:
 
     # --- dream thread --------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def _run(self, generation: int) -> None:
         try:
-            while not self._stop.is_set():
+            while not self._stop.is_set() and generation == self._generation:
+                self.heartbeat += 1
                 count, frame = self.frames.get(self._last_frame, timeout=0.1)
                 if frame is None or count == self._last_frame:
                     continue
@@ -165,6 +188,8 @@ class DreamLoop:
                 self._last_frame = count
                 try:
                     self.process(frame, snap)
+                except torch.cuda.OutOfMemoryError as err:
+                    self._shrink(frame, err)
                 except (RuntimeError, ValueError) as err:
                     # A failing frame is logged and skipped; the show goes on with the next one.
                     self.errors += 1
@@ -178,11 +203,31 @@ class DreamLoop:
                 if self.max_frames is not None and self._index >= self.max_frames:
                     break
         finally:
-            self.done.set()
+            if generation == self._generation:
+                self.done.set()
+
+    def _shrink(self, frame: Frame, err: Exception) -> None:
+        """After CUDA out-of-memory: dream at 3/4 of the size from now on, and say so."""
+        self.errors += 1
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        old = self.scale
+        self.scale = max(0.25, self.scale * 0.75)  # 0.25: below that the dream is a blur
+        h, w = frame.image.shape[:2]
+        logger.error(
+            "out of GPU memory dreaming at %dx%d (%s); dreaming at %dx%d from now on",
+            round(w * old),
+            round(h * old),
+            str(err).splitlines()[0],
+            round(w * self.scale),
+            round(h * self.scale),
+        )
 
     def process(self, frame: Frame, snap: Snapshot) -> Output:
         """Dream one frame and publish it. Runs on the dream thread (or a test's thread)."""
         self._poll_model_switch(snap)
+        if self.attract is not None:
+            snap = self.attract.modulate(snap, frame.image)
         if snap.reset_count != self._reset_seen:
             self._reset_seen = snap.reset_count
             self._feedback.reset()
@@ -192,7 +237,7 @@ class DreamLoop:
             camera_t, frame.image, snap.feedback, flow=snap.flow, zoom=snap.zoom, rotate=snap.rotate
         )  # (1, 3, H, W)
         if snap.steps > 0:
-            x = self._dreamer.dream(x, self._objective_for(snap), self._config_for(snap))
+            x = self._dream(x, snap)
         self._feedback.remember(x)
         image = to_image(x)
         done = time.monotonic()
@@ -214,6 +259,18 @@ class DreamLoop:
             except Exception as err:  # noqa: BLE001 - a broken recorder or stats hook must not stop the show
                 logger.error("per-frame callback %r failed: %s", callback, err)
         return out
+
+    def _dream(self, x: torch.Tensor, snap: Snapshot) -> torch.Tensor:
+        """Dream x (1, 3, H, W), at a reduced size after an out-of-memory error."""
+        objective, cfg = self._objective_for(snap), self._config_for(snap)
+        if self.scale >= 1.0:
+            return self._dreamer.dream(x, objective, cfg)
+        h, w = x.shape[-2:]
+        small = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        dreamed = self._dreamer.dream(small, objective, cfg)
+        # Carry only the added detail up, so the picture itself stays sharp.
+        detail = F.interpolate(dreamed - small, size=(h, w), mode="bilinear", align_corners=False)
+        return (x + detail).clamp_(0, 1)
 
     def _objective_for(self, snap: Snapshot):
         key = (self._model.name, snap.layer, snap.target)
@@ -269,7 +326,7 @@ class DreamLoop:
 
     def _load(self, name: str, slot: LatestSlot) -> None:
         try:
-            model, _ = load_model(name, device=self.device, weights=self.weights)
+            model, _ = load_model(name, device=self.device, weights=self.weights.get(name))
             slot.put(model)
         except (ModelError, OSError, RuntimeError) as err:
             slot.put(err)
