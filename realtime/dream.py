@@ -14,7 +14,9 @@ from realtime.models import DreamModel
 from realtime.objectives import Objective
 
 GRAD_NORMS = ("mean", "smooth", "laplacian")
-_EPS = 1e-8  # keeps a division finite where the gradient is exactly zero (flat black frame)
+# Floor for divisors: keeps an all-zero gradient (e.g. a saturated frame) at zero instead of NaN,
+# far below any real gradient magnitude so it never biases the normalisation.
+_TINY = 1e-30
 
 
 class DreamError(ValueError):
@@ -114,10 +116,10 @@ def laplacian_normalise(g: Tensor, levels: int) -> Tensor:
         up = F.interpolate(smaller, size=low.shape[-2:], mode="bilinear", align_corners=False)
         bands.append(low - up)
         low = smaller
-    out = low / low.square().mean().sqrt().clamp_min(_EPS)
+    out = low / low.square().mean().sqrt().clamp_min(_TINY)
     for band in reversed(bands):
         out = F.interpolate(out, size=band.shape[-2:], mode="bilinear", align_corners=False)
-        out = out + band / band.square().mean().sqrt().clamp_min(_EPS)
+        out = out + band / band.square().mean().sqrt().clamp_min(_TINY)
     return out
 
 
@@ -127,7 +129,7 @@ def normalise_gradient(g: Tensor, cfg: DreamConfig) -> Tensor:
         g = gaussian_blur(g, cfg.smooth_sigma)
     elif cfg.grad_norm == "laplacian":
         g = laplacian_normalise(g, cfg.laplacian_levels)
-    return g / (g.abs().mean() + _EPS)
+    return g / g.abs().mean().clamp_min(_TINY)
 
 
 # ---- the dreamer -----------------------------------------------------------------------------
@@ -182,7 +184,7 @@ class Dreamer:
             grads = [
                 torch.zeros_like(a) if g is None else g for g, a in zip(grads, outs, strict=True)
             ]
-            scale = torch.stack([g.abs().mean() for g in grads]).amax().clamp_min(_EPS)
+            scale = torch.stack([g.abs().mean() for g in grads]).amax().clamp_min(_TINY)
             grad_outs = [(g / scale).to(a.dtype) for g, a in zip(grads, outs, strict=True)]
             (g_img,) = torch.autograd.grad(outs, [x], grad_outs)  # (1, 3, H, W) float32
         return g_img

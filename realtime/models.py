@@ -164,13 +164,15 @@ class DreamModel(nn.Module):
 # ---- building the networks -------------------------------------------------------------------
 
 
-def _googlenet(state: Mapping[str, Tensor]) -> DreamModel:
+# Each builder makes the architecture on the meta device (no memory, no init time); load_model
+# then assigns the real weights with load_state_dict(assign=True).
+
+
+def _googlenet() -> DreamModel:
     with torch.device("meta"):  # no time spent initialising weights that are replaced next
         net = torchvision.models.googlenet(
             weights=None, aux_logits=False, transform_input=False, init_weights=False
         )
-    state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
-    net.load_state_dict(state, strict=True, assign=True)
     stages = [(name, getattr(net, name)) for name in _GOOGLENET_STAGES]
 
     def classify(x: Tensor) -> Tensor:
@@ -180,10 +182,9 @@ def _googlenet(state: Mapping[str, Tensor]) -> DreamModel:
     return DreamModel("googlenet", net, stages, classify, layers, "inception4c")
 
 
-def _vgg16(state: Mapping[str, Tensor]) -> DreamModel:
+def _vgg16() -> DreamModel:
     with torch.device("meta"):
         net = torchvision.models.vgg16(weights=None)
-    net.load_state_dict(state, strict=True, assign=True)
     stages: list[tuple[str, Stage]] = []
     block, conv = 1, 0
     modules = list(net.features)
@@ -202,10 +203,9 @@ def _vgg16(state: Mapping[str, Tensor]) -> DreamModel:
     return DreamModel("vgg16", net, stages, classify, layers, "conv4_3")
 
 
-def _efficientnet_lite0(state: Mapping[str, Tensor]) -> DreamModel:
+def _efficientnet_lite0() -> DreamModel:
     with torch.device("meta"):
         net = efficientnet_lite.EfficientNetLite0()
-    net.load_state_dict(state, strict=True, assign=True)
     stages: list[tuple[str, Stage]] = [("stem", net.stem)]
     stages += [(f"block{i}", block) for i, block in enumerate(net._blocks)]
     stages.append(("head", net.head))
@@ -214,6 +214,11 @@ def _efficientnet_lite0(state: Mapping[str, Tensor]) -> DreamModel:
 
 
 _BUILDERS = {"googlenet": _googlenet, "vgg16": _vgg16, "efficientnet_lite0": _efficientnet_lite0}
+
+
+def model_layers(name: str) -> tuple[str, ...]:
+    """Dreamable layer names of a model, shallow to deep, without loading any weights."""
+    return _BUILDERS[resolve_model_name(name)]().layers
 
 
 # ---- weights ---------------------------------------------------------------------------------
@@ -417,8 +422,11 @@ def load_model(
         path = _weights_file(name, weights, progress)
         reason = f"model: {name} (weights from {path})"
     state = _read_state_dict(path)
+    if name == "googlenet":  # torchvision's file holds the auxiliary classifiers; not used here
+        state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+    model = _BUILDERS[name]()
     try:
-        model = _BUILDERS[name](state)
+        model.net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:  # load_state_dict: missing/unexpected keys, shape mismatch
         raise ModelError(f"{path} does not hold {name} weights: {err}") from err
     model.eval().requires_grad_(False)

@@ -102,11 +102,13 @@ def _check_layer(model: DreamModel, name: str) -> None:
         raise ObjectiveError(str(err)) from err
 
 
-def _check_int(what: str, value: object, stop: int) -> int:
+def _check_int(what: str, value: object, stop: int, context: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ObjectiveError(f"{what} must be an integer in 0..{stop - 1}, got {value!r}")
+        raise ObjectiveError(f"{what}{context} must be an integer in 0..{stop - 1}, got {value!r}")
     if not 0 <= value < stop:
-        raise ObjectiveError(f"{what} {value} is out of range; valid values are 0..{stop - 1}")
+        raise ObjectiveError(
+            f"{what} {value}{context} is out of range; valid values are 0..{stop - 1}"
+        )
     return value
 
 
@@ -135,7 +137,7 @@ def build(
     name = model.default_layer if layer is None else layer
     _check_layer(model, name)
     if channel is not None:
-        _check_int(f"channel for {model.name} layer '{name}'", channel, model.channels(name))
+        _check_int("channel", channel, model.channels(name), f" of {model.name} layer '{name}'")
         term = _channel_term(name, channel)
     else:
         term = _layer_term(name)
