@@ -411,12 +411,16 @@ def load_model(
                 path = download_weights(name, progress)
                 reason = f"model: {name} (downloaded weights to {path})"
             except ModelError as err:
-                name = FALLBACK_MODEL
-                path = _weights_file(name, None, progress)
-                reason = (
-                    f"model: {name} (GoogLeNet weights not in {cache_path(DEFAULT_MODEL).parent} "
-                    f"and could not be downloaded: {err}; pass --weights FILE or run once online)"
+                missing = (
+                    f"GoogLeNet weights not in {cache_path(DEFAULT_MODEL).parent} and could not "
+                    f"be downloaded: {err}; pass --weights FILE or run once online"
                 )
+                name = FALLBACK_MODEL
+                try:
+                    path = _weights_file(name, None, progress)
+                except ModelError as fallback_err:
+                    raise ModelError(f"no model available: {missing}; {fallback_err}") from err
+                reason = f"model: {name} ({missing})"
     else:
         name = resolve_model_name(name)
         path = _weights_file(name, weights, progress)

