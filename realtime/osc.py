@@ -7,18 +7,16 @@ import functools
 import ipaddress
 import logging
 import math
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from pythonosc.dispatcher import Dispatcher
-from pythonosc.osc_message import OscMessage
-from pythonosc.osc_message import ParseError as MessageParseError
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from realtime import presets
+from realtime.oscpacket import PacketError, parse_packet
 from realtime.params import SPECS, LiveParams, ParamError
 from realtime.status import ERROR_ADDRESS, PERIODIC, STATS, STATUS_PREFIX, StatusSender
 
@@ -30,16 +28,11 @@ PREFIX = "/dream/"
 # Parameters with an address of their own: /dream/pause toggles with no argument.
 _ACTION_PARAMS = ("paused",)
 _TRIGGERS = ("reset", "snapshot", "sync")
-_BUNDLE = b"#bundle\x00"
-_MAX_BUNDLE_DEPTH = 8  # TouchDesigner and liblo nest one level; deeper is garbage
-# Bytes each fixed-size OSC argument takes (python-osc's set; anything else is refused).
-_ARG_SIZE = {"i": 4, "f": 4, "r": 4, "m": 4, "h": 8, "d": 8, "t": 8}
-_NO_DATA_TAGS = "TFN[]"
 MAX_SHOWN = 400  # characters of a refusal shown in the log and sent as /dream/status/error
 
 
 class OscError(OSError):
-    """The OSC server could not listen, an allow entry was bad, or a datagram was malformed."""
+    """The OSC server could not listen, or an allow entry was not an IP address."""
 
 
 class _LogLimiter:
@@ -65,95 +58,12 @@ class _LogLimiter:
             self._suppressed += 1
 
 
-# --- strict datagram parsing -----------------------------------------------------------
-
-
-def _string_end(dgram: bytes, start: int) -> int:
-    """Index just past the NUL-terminated, 4-byte-padded OSC string at `start`."""
-    nul = dgram.find(b"\x00", start)
-    if nul < 0:
-        raise OscError("a string has no terminating NUL")
-    end = (nul // 4 + 1) * 4
-    if end > len(dgram):
-        raise OscError("a string's padding is cut short")
-    return end
-
-
-def _check_layout(dgram: bytes) -> None:
-    """Refuse a message whose arguments do not exactly fill it.
-
-    python-osc pads a short float with zeros (so a truncated /dream/feedback would
-    set 0.0) and logs and skips unknown type tags, misreading what follows.
-    """
-    if len(dgram) % 4:
-        raise OscError(f"length {len(dgram)} is not a multiple of 4")
-    i = _string_end(dgram, 0)
-    if i == len(dgram):
-        return  # no type tags: no arguments
-    if dgram[i : i + 1] != b",":
-        raise OscError("type tags must start with ','")
-    tags = dgram[i + 1 : dgram.index(b"\x00", i)].decode("latin-1")
-    i = _string_end(dgram, i)
-    for tag in tags:
-        if tag in _ARG_SIZE:
-            i += _ARG_SIZE[tag]
-        elif tag == "s":
-            i = _string_end(dgram, i)
-        elif tag == "b":
-            if i + 4 > len(dgram):
-                raise OscError("a blob's size is cut short")
-            (size,) = struct.unpack_from(">i", dgram, i)
-            if size < 0:
-                raise OscError("a blob has a negative size")
-            i += 4 + size + (-size % 4)
-        elif tag not in _NO_DATA_TAGS:
-            raise OscError(f"unsupported type tag {tag!r}")
-        if i > len(dgram):
-            raise OscError(f"arguments cut short (type tags {tags!r})")
-    if i != len(dgram):
-        raise OscError(f"{len(dgram) - i} stray bytes after the arguments")
-
-
-def parse_packet(dgram: bytes, depth: int = 0) -> list[OscMessage]:
-    """Every message in a datagram, bundles flattened; time tags are ignored (all apply now).
-
-    Stricter than python-osc, whose bundle parser loops for ever on a negative
-    element size and recurses without limit: a malformed packet is refused whole.
-
-    Raises:
-        OscError: the datagram is not a well-formed OSC message or bundle.
-    """
-    if dgram.startswith(_BUNDLE):
-        if depth >= _MAX_BUNDLE_DEPTH:
-            raise OscError(f"bundles nested deeper than {_MAX_BUNDLE_DEPTH}")
-        if len(dgram) < 16:  # "#bundle\0" and an 8-byte time tag
-            raise OscError("bundle header cut short")
-        messages, i = [], 16
-        while i < len(dgram):
-            if i + 4 > len(dgram):
-                raise OscError("bundle element size cut short")
-            (size,) = struct.unpack_from(">i", dgram, i)
-            i += 4
-            if size <= 0 or size % 4 or i + size > len(dgram):
-                raise OscError(f"bundle element of {size} bytes does not fit the bundle")
-            messages += parse_packet(dgram[i : i + size], depth + 1)
-            i += size
-        return messages
-    if not dgram.startswith(b"/"):
-        raise OscError("not OSC: a packet starts with '/' or '#bundle'")
-    _check_layout(dgram)
-    try:
-        return [OscMessage(dgram)]
-    except (MessageParseError, UnicodeDecodeError) as err:
-        raise OscError(f"unreadable message: {err}") from err
-
-
 class _Dispatcher(Dispatcher):
     """python-osc's Dispatcher (mapping, address patterns), fed by the strict parser."""
 
     def __init__(
         self,
-        on_malformed: Callable[[tuple, bytes, OscError], None],
+        on_malformed: Callable[[tuple, bytes, PacketError], None],
         on_unmatched: Callable[..., None],
     ) -> None:
         super().__init__(strict_timing=False)  # bundles with future time tags apply at once
@@ -163,7 +73,7 @@ class _Dispatcher(Dispatcher):
     def call_handlers_for_packet(self, data: bytes, client_address: tuple) -> list:
         try:
             messages = parse_packet(data)
-        except OscError as err:
+        except PacketError as err:
             self._on_malformed(client_address, data, err)
             return []
         for message in messages:
@@ -300,7 +210,7 @@ class OscServer:
         )
         return False
 
-    def _on_malformed(self, client: tuple, data: bytes, err: OscError) -> None:
+    def _on_malformed(self, client: tuple, data: bytes, err: PacketError) -> None:
         self.malformed += 1
         self._malformed.log(
             logging.WARNING,
