@@ -19,7 +19,10 @@ logger = logging.getLogger("installation")
 
 def _dream_options(p: argparse.ArgumentParser) -> None:
     """Options shared by run and render: what to dream, on what."""
-    p.add_argument("--config", help="a TOML file, or a preset name in config/ (default: default)")
+    p.add_argument(
+        "--config",
+        help="a TOML file, a preset name in config/ (default: default), or a snapshot PNG",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -132,7 +135,10 @@ def _config_from(args: argparse.Namespace):
         if value is None:
             continue
         overrides.append(f"{key}={json.dumps(value)}")  # JSON strings are valid TOML strings
-    return load_config(args.config, overrides)
+    config = args.config
+    if config and config.lower().endswith(".png"):
+        config = None  # a snapshot PNG: defaults here, its parameters once the model is loaded
+    return load_config(config, overrides)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -153,14 +159,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             frames,
             cfg.record.path,
         )
-    return app.run(cfg, headless=headless, frames=frames)
+    snapshot = args.config if args.config and args.config.lower().endswith(".png") else None
+    return app.run(cfg, headless=headless, frames=frames, snapshot=snapshot)
 
 
 def cmd_render(args: argparse.Namespace) -> int:
+    from realtime.device import pick_device
     from realtime.models import load_model
     from realtime.objectives import build
-
-    from realtime.device import pick_device
     from realtime.render import render
 
     cfg = _config_from(args)

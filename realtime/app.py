@@ -8,7 +8,6 @@ import signal
 import sys
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from realtime.attract import AttractMode
 from realtime.capture import CaptureThread
@@ -59,23 +58,31 @@ class Parts:
         self.stoppers.clear()
 
 
-def run(cfg: Config, headless: bool = False, frames: int | None = None) -> int:
+def run(
+    cfg: Config, headless: bool = False, frames: int | None = None, snapshot: str | None = None
+) -> int:
     """Run the installation until the window closes, `frames` outputs are made, or a signal.
+
+    Args:
+        snapshot: a snapshot PNG whose parameters to start from (saved by /dream/snapshot or S).
 
     Returns:
         The process exit code.
     """
     size = parse_size(cfg.capture.size)
     device = pick_device(cfg.model.device)
-    model, reason = load_model(
+    model, _reason = load_model(  # load_model logs which model it chose and why
         None if cfg.model.name == "auto" else cfg.model.name,
         device=device,
         weights=cfg.model.weights or None,
     )
-    logger.info("%s", reason)
     params = LiveParams(model.layers, MODEL_NAMES, model.name, live_values(cfg))
     if not cfg.model.layer:
         params.set("layer", model.default_layer)
+    if snapshot:
+        from realtime.presets import apply_snapshot
+
+        apply_snapshot(snapshot, params, glide=False)
     snap = params.snapshot()
     logger.info(
         "dreaming on %s at %dx%d, layer %s, target %s",
@@ -143,11 +150,6 @@ def run(cfg: Config, headless: bool = False, frames: int | None = None) -> int:
                 loop.outputs, params, cfg.display, stats=stats, on_close=parts.stop.set, size=size
             )
             window.run(parts.stop)
-        if recorder is not None:
-            recorder.close()
-            logger.info(
-                "recorded %d frames to %s", recorder.frames_written, Path(cfg.record.path).resolve()
-            )
         return 0
     finally:
         parts.stop.set()
@@ -173,15 +175,20 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
         parts.add("status", status.stop)
     try:
         server = OscServer(
-            params, host=cfg.osc.host, port=cfg.osc.port, allow=cfg.osc.allow, status=status
+            params,
+            host=cfg.osc.host,
+            port=cfg.osc.port,
+            allow=cfg.osc.allow,
+            status=status,
+            snapshot_dir=cfg.record.snapshot_dir,
         )
         server.start()
     except OSError as err:
         logger.error(
-            "OSC disabled: cannot listen on %s:%d (%s); free the port or pass --osc-port",
+            "OSC disabled: %s (listening on %s:%d; free the port or pass --osc-port)",
+            err,
             cfg.osc.host,
             cfg.osc.port,
-            err,
         )
         return
     parts.add("osc", server.stop)

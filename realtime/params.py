@@ -189,6 +189,7 @@ class LiveParams:
         self._values["model"] = model
         self._values["layer"] = self._layers[len(self._layers) // 2]
         self._glides = {s.name: _Glide(float(s.default)) for s in _SPECS if s.glide}
+        self._pending_layer: str | None = None  # asked for with a model switch, applied on load
         self._reset_count = 0
         self._snapshot_count = 0
         self._version = 0
@@ -231,6 +232,15 @@ class LiveParams:
         Raises:
             ParamError: listing every refused entry; nothing is changed.
         """
+        values = dict(values)
+        with self._lock:
+            switching = (
+                "model" in values and str(values["model"]).strip().lower() != self._values["model"]
+            )
+        if switching and "layer" in values:
+            # The new model's layers are unknown until it loads: keep the layer for set_layers.
+            with self._lock:
+                self._pending_layer = str(values.pop("layer"))
         errors = []
         for name, value in values.items():
             spec = SPECS.get(name)
@@ -257,7 +267,10 @@ class LiveParams:
             old, layer = self._layers, str(self._values["layer"])
             self._layers = tuple(layers)
             self._values["model"] = model
-            if layer not in self._layers:
+            pending, self._pending_layer = self._pending_layer, None
+            if pending in self._layers:
+                self._values["layer"] = pending
+            elif layer not in self._layers:
                 depth = old.index(layer) / max(len(old) - 1, 1) if layer in old else 0.5
                 self._values["layer"] = self._layers[round(depth * (len(self._layers) - 1))]
             self._version += 1

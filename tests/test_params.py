@@ -141,3 +141,11 @@ def test_snapshots_are_consistent_under_concurrent_writes(params):
     finally:
         stop.set()
         t.join()
+
+
+def test_a_model_switch_keeps_its_layer_until_the_model_has_loaded(params):
+    params.update({"model": "efficientnet_lite0", "layer": "block10"})
+    assert params.get("model") == "efficientnet_lite0"
+    assert params.get("layer") in LAYERS  # still a layer of the model that is running
+    params.set_layers(["stem", "block9", "block10", "head"], "efficientnet_lite0")
+    assert params.get("layer") == "block10"

@@ -71,8 +71,9 @@ def test_a_preset_changes_only_what_it_names(params, presets_dir):
 
 def test_a_preset_sets_layer_target_model_and_flags(params, presets_dir):
     load_preset("deep.toml", params, directory=presets_dir, glide=False)
+    assert params.state()["model"] == "vgg16"
+    params.set_layers(LAYERS, "vgg16")  # what the loop does once the new model has loaded
     state = params.state()
-    assert state["model"] == "vgg16"
     assert state["layer"] == "inception5a"
     assert state["target"] == "jellyfish"
     assert state["zoom"] == pytest.approx(1.02) and state["flow"] == 0
@@ -117,6 +118,7 @@ def test_the_shipped_presets_load(params):
     assert (state["model"], state["steps"], state["octaves"]) == ("efficientnet_lite0", 1, 1)
     assert state["feedback"] == pytest.approx(0.75)
     load_preset("hq", params)
+    params.set_layers(LAYERS, "googlenet")  # the loop, once GoogLeNet has loaded
     assert (params.get("model"), params.get("layer")) == ("googlenet", "inception4c")
 
 
