@@ -225,7 +225,8 @@ class DreamLoop:
 
     def process(self, frame: Frame, snap: Snapshot) -> Output:
         """Dream one frame and publish it. Runs on the dream thread (or a test's thread)."""
-        self._poll_model_switch(snap)
+        if self._poll_model_switch(snap):
+            snap = self.params.snapshot()  # the swap changed the layer list and maybe the layer
         if self.attract is not None:
             snap = self.attract.modulate(snap, frame.image)
         if snap.reset_count != self._reset_seen:
@@ -278,9 +279,10 @@ class DreamLoop:
             try:
                 self._objective = build(self._model, layer=snap.layer, target=snap.target)
             except ObjectiveError as err:
+                same_model = self._objective_key is not None and self._objective_key[0] == key[0]
+                if not same_model:
+                    raise  # an objective of another model's layers cannot be kept
                 logger.error("objective refused, keeping %r: %s", self._objective, err)
-                if self._objective is None:
-                    raise
             self._objective_key = key
         return self._objective
 
@@ -294,8 +296,12 @@ class DreamLoop:
             jitter=snap.jitter,
         )
 
-    def _poll_model_switch(self, snap: Snapshot) -> None:
-        """Start loading a newly asked-for model in the background; swap it in once it is ready."""
+    def _poll_model_switch(self, snap: Snapshot) -> bool:
+        """Start loading a newly asked-for model in the background; swap it in once it is ready.
+
+        Returns:
+            True when a load finished (swapped in or refused) and the parameters changed.
+        """
         count, loaded = self._switch.peek()
         if loaded is not None and count > 0 and self._switching is not None:
             name, self._switching = self._switching, None
@@ -311,7 +317,7 @@ class DreamLoop:
                 self.params.set_layers(loaded.layers, loaded.name)
                 logger.info("switched to model %s", loaded.name)
             self._switch = LatestSlot()
-            return
+            return True
         if snap.model != self._model.name and self._switching is None:
             self._switching = snap.model
             slot = self._switch
@@ -323,6 +329,7 @@ class DreamLoop:
                 snap.model,
                 self._model.name,
             )
+        return False
 
     def _load(self, name: str, slot: LatestSlot) -> None:
         try:
