@@ -117,8 +117,8 @@ class CaptureThread:
             source: the frame source; opened by start() if it is not open yet.
             size: (width, height) of the frames put in the slot.
             fps: pace for files, stills and the demo; None takes the source's own rate (30 fps
-                when it has none). Live sources (cameras, streams) are read as fast as they
-                deliver unless fps is given.
+                when it has none). Live sources (cameras, streams) are always read as fast as
+                they deliver: pacing them would only add latency.
             stall_timeout: seconds without a good frame before the source counts as stalled.
             backoff: (first, longest) delay in seconds before a reopen; doubles each failure.
             on_event: called as on_event(kind, message) on the capture thread for "stalled",
@@ -183,11 +183,9 @@ class CaptureThread:
     @property
     def interval(self) -> float:
         """Seconds between frames when paced; 0 reads as fast as the source delivers."""
-        if self.fps is not None:
-            return 1.0 / self.fps
         if self.source.is_live:
             return 0.0
-        return 1.0 / (self.source.fps or DEFAULT_PACE_FPS)
+        return 1.0 / (self.fps or self.source.fps or DEFAULT_PACE_FPS)
 
     # -- owner thread ------------------------------------------------------------------------
 

@@ -183,6 +183,12 @@ def test_paced_sources_do_not_spin(captures):
     capture, _ = start(captures, source, fps=20.0)
     time.sleep(0.5)
     assert 4 <= capture.reads <= 14  # about 10 at 20 fps, with room for a busy machine
+    assert capture.interval == pytest.approx(0.05)
+
+
+def test_live_sources_are_never_paced():
+    # Pacing a camera would only add latency: it is read as fast as it delivers.
+    assert CaptureThread(FakeSource(), SIZE, fps=5.0).interval == 0.0
 
 
 def test_stop_does_not_hang_on_a_blocked_read(captures):
