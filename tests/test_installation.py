@@ -1,0 +1,232 @@
+"""The entry point as a user runs it: headless recording, SIGTERM, render, listings and bad input."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from realtime.dream import activation
+from realtime.loop import to_tensor
+from realtime.sources import DemoSource
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZE = "160x96"
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None):
+    """Run installation.py; returns the CompletedProcess (stdout and stderr as text)."""
+    full_env = {**os.environ, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "installation.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return frames, fps
+
+
+def test_headless_demo_records_dreamed_frames(tmp_path, lite0):
+    out = tmp_path / "out.mp4"
+    run = cli(
+        "--source",
+        "demo",
+        "--headless",
+        "--frames",
+        "12",
+        "--record",
+        str(out),
+        "--device",
+        "cpu",
+        "--size",
+        SIZE,
+        "--osc-port",
+        "0",
+        "--set",
+        "dream.octaves=1",
+        "--set",
+        "dream.steps=3",
+        "--set",
+        f"record.snapshot_dir={tmp_path / 'snaps'!s}",
+    )
+    assert run.returncode == 0, run.stderr
+    frames, _ = read_video(out)
+    assert len(frames) == 12
+    assert frames[0].shape == (96, 160, 3)
+    demo = DemoSource((160, 96))
+    demo.open()
+    cpu = torch.device("cpu")
+    layer = lite0.default_layer
+    dreamed = np.mean([activation(lite0, layer, to_tensor(f, cpu)) for f in frames[4:]])
+    plain = np.mean(
+        [activation(lite0, layer, to_tensor(demo.frame_at(i), cpu)) for i in range(0, 60, 5)]
+    )
+    assert dreamed > 1.3 * plain  # the recording holds dreams, not the input
+    assert "efficientnet_lite0" in run.stderr  # says which model it chose and why
+
+
+def test_no_display_runs_headless_and_says_where_the_clip_is(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "installation.py"),
+            "--device",
+            "cpu",
+            "--size",
+            SIZE,
+            "--frames",
+            "3",
+            "--osc-port",
+            "0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**env, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/"},
+    )
+    assert run.returncode == 0, run.stderr
+    assert "no display found" in run.stderr and "out/demo.mp4" in run.stderr
+    frames, _ = read_video(tmp_path / "out" / "demo.mp4")
+    assert len(frames) == 3
+
+
+def test_sigterm_during_record_leaves_a_playable_file(tmp_path):
+    out = tmp_path / "live.mp4"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "installation.py"),
+            "--source",
+            "demo",
+            "--headless",
+            "--record",
+            str(out),
+            "--device",
+            "cpu",
+            "--size",
+            SIZE,
+            "--config",
+            "cpu",
+            "--osc-port",
+            "0",
+            "--set",
+            f"record.snapshot_dir={tmp_path / 'snaps'!s}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/"},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        lines = []
+        while time.monotonic() < deadline:  # wait until recording has begun, then a bit more
+            line = proc.stderr.readline()
+            lines.append(line)
+            if "recording" in line:
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        _, rest = proc.communicate(timeout=20)
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    log = "".join(lines) + rest
+    assert proc.returncode == 0, log
+    assert stopped_in < 5, f"took {stopped_in:.1f} s to stop"
+    assert "SIGTERM received" in log
+    written = int(re.search(r"recorded (\d+) frames", log).group(1))
+    frames, _ = read_video(out)
+    assert written > 3 and len(frames) == written
+
+
+def test_render_video_keeps_frame_count_and_rate(tmp_path):
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"mp4v"), 12.0, (96, 64))
+    demo = DemoSource((96, 64))
+    demo.open()
+    for i in range(7):
+        writer.write(cv2.cvtColor(demo.frame_at(i * 4), cv2.COLOR_RGB2BGR))
+    writer.release()
+    run = cli("render", str(src), str(dst), "--device", "cpu", "--steps", "1", "--octaves", "1")
+    assert run.returncode == 0, run.stderr
+    frames_in, fps_in = read_video(src)
+    frames_out, fps_out = read_video(dst)
+    assert len(frames_out) == len(frames_in) == 7
+    assert fps_out == pytest.approx(fps_in)
+    assert "7/7" in run.stderr  # the progress bar reached the end
+
+
+def test_render_image(tmp_path):
+    import skimage.data
+
+    src, dst = tmp_path / "cat.png", tmp_path / "cat-dream.png"
+    cv2.imwrite(str(src), cv2.cvtColor(skimage.data.chelsea()[::3, ::3], cv2.COLOR_RGB2BGR))
+    run = cli("render", str(src), str(dst), "--device", "cpu", "--steps", "2", "--octaves", "2")
+    assert run.returncode == 0, run.stderr
+    before, after = cv2.imread(str(src)), cv2.imread(str(dst))
+    assert after.shape == before.shape
+    assert np.abs(after.astype(int) - before.astype(int)).mean() > 2
+
+
+def test_layers_and_classes_listings():
+    run = cli("layers", "--model", "googlenet")
+    assert run.returncode == 0
+    names = [line.split()[1] for line in run.stdout.splitlines()]
+    assert names[names.index("inception3a") :] == [
+        "inception3a",
+        "inception3b",
+        "inception4a",
+        "inception4b",
+        "inception4c",
+        "inception4d",
+        "inception4e",
+        "inception5a",
+        "inception5b",
+    ]
+    run = cli("classes", "spider")
+    assert run.returncode == 0 and "spider web" in run.stdout
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--layer", "inception9"], "valid layers:"),
+        (["--target", "qqzzxx"], "classes"),
+        (["--source", "/no/such/file.mp4"], "valid"),
+        (["--set", "dream.stepz=2"], "valid keys in [dream]"),
+        (["--model", "resnet"], "googlenet"),
+        (["--size", "big"], "WxH"),
+    ],
+)
+def test_bad_input_gets_one_clear_line(args, message):
+    run = cli("--headless", "--frames", "1", "--device", "cpu", "--osc-port", "0", *args)
+    assert run.returncode == 2
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
