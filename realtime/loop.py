@@ -14,15 +14,18 @@ import torch.nn.functional as F
 
 from realtime.attract import AttractMode
 from realtime.dream import DreamConfig, Dreamer
+from realtime.fastpath import make_dreamer
 from realtime.feedback import Feedback
 from realtime.models import DreamModel, ModelError, load_model
 from realtime.objectives import ObjectiveError, build
 from realtime.params import LiveParams, Snapshot
 from realtime.slot import Frame, LatestSlot, Output
+from realtime.transfer import Downloader, Uploader
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Output], None]
+DreamerFactory = Callable[[DreamModel, torch.device], Dreamer]
 
 
 class LoopError(RuntimeError):
@@ -97,6 +100,7 @@ class DreamLoop:
         max_frames: int | None = None,
         weights: str | None = None,
         attract: AttractMode | None = None,
+        dreamer_factory: DreamerFactory = make_dreamer,
     ) -> None:
         """Args:
         frames: the capture thread's latest-frame slot.
@@ -108,6 +112,8 @@ class DreamLoop:
         max_frames: stop after this many outputs (None: run until stop()).
         weights: weights file for the starting model (also used if it is switched back to).
         attract: deepens the dream when the camera sees no motion (None: off).
+        dreamer_factory: makes the dreamer for a model (the CUDA fast path where it can; the
+            benchmark passes its naive reference here).
         """
         self.frames = frames
         self.params = params
@@ -124,8 +130,11 @@ class DreamLoop:
         self.errors = 0
         self.heartbeat = 0  # bumps every pass of the loop, frame or not: the watchdog's pulse
         self._model = model
-        self._dreamer = Dreamer(model, device)
+        self._make_dreamer = dreamer_factory
+        self._dreamer = dreamer_factory(model, device)
         self._feedback = Feedback(device)
+        self._upload = Uploader(device)  # reused (pinned on CUDA) buffers, one set per frame size
+        self._download = Downloader(device)
         self._objective_key: tuple | None = None
         self._objective = None
         self._reset_seen = 0
@@ -233,14 +242,14 @@ class DreamLoop:
             self._reset_seen = snap.reset_count
             self._feedback.reset()
         t0 = time.monotonic()
-        camera_t = to_tensor(frame.image, self.device)  # (1, 3, H, W)
+        camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
         x = self._feedback.apply(
             camera_t, frame.image, snap.feedback, flow=snap.flow, zoom=snap.zoom, rotate=snap.rotate
         )  # (1, 3, H, W)
         if snap.steps > 0:
             x = self._dream(x, snap)
         self._feedback.remember(x)
-        image = to_image(x)
+        image = self._download(x)  # (H, W, 3) uint8: the frame's one read-back
         done = time.monotonic()
         out = Output(
             dream=image,
@@ -312,7 +321,7 @@ class DreamLoop:
                 self.params.set_layers(self._model.layers, self._model.name)
             else:
                 self._model = loaded
-                self._dreamer = Dreamer(loaded, self.device)
+                self._dreamer = self._make_dreamer(loaded, self.device)
                 self._objective_key = None
                 self.params.set_layers(loaded.layers, loaded.name)
                 logger.info("switched to model %s", loaded.name)

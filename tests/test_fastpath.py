@@ -1,0 +1,173 @@
+"""The fast path's CPU-side logic: dreamer choice, graph keys, capture plans, the graph step's math."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from realtime import objectives
+from realtime.dream import DreamConfig, Dreamer, octave_sizes
+from realtime.fastpath import (
+    FastDreamer,
+    FastPathError,
+    capture_plan,
+    draw_roll,
+    gather_roll,
+    graph_key,
+    graph_step,
+    make_dreamer,
+    objective_key,
+    retarget,
+    swap_permutation,
+    usable_cores,
+)
+from realtime.models import LOGITS, NUM_CLASSES
+
+
+def test_make_dreamer_picks_the_eager_dreamer_on_the_cpu_with_every_core(lite0):
+    torch.set_num_threads(1)
+    dreamer = make_dreamer(lite0, "cpu")
+    assert type(dreamer) is Dreamer
+    assert torch.get_num_threads() == usable_cores()
+    conv = next(m for m in lite0.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fast_dreamer_refuses_a_device_that_is_not_cuda(lite0):
+    with pytest.raises(FastPathError, match="needs a CUDA device, got 'cpu'.*make_dreamer"):
+        FastDreamer(lite0, "cpu")
+
+
+def test_a_class_target_keys_apart_from_its_index():
+    key_a, class_a = objective_key(objectives.class_logit(5))
+    key_b, class_b = objective_key(objectives.class_logit(907))
+    assert key_a == key_b == "class_logit(*)"
+    assert (class_a, class_b) == (5, 907)
+
+
+def test_a_mixed_class_objective_shares_its_key_across_targets(lite0):
+    a = objectives.build(lite0, layer="block6", target=3, layer_weight=0.5)
+    b = objectives.build(lite0, layer="block6", target=980, layer_weight=0.5)
+    c = objectives.build(lite0, layer="block7", target=3, layer_weight=0.5)
+    assert objective_key(a)[0] == objective_key(b)[0] != objective_key(c)[0]
+    assert objective_key(b)[1] == 980
+
+
+def test_layers_channels_and_two_class_terms_key_by_their_whole_structure(lite0):
+    assert objective_key(objectives.layer("block3")) == ("layer('block3')", None)
+    assert (
+        objective_key(objectives.layer("block3"))[0] != objective_key(objectives.layer("block4"))[0]
+    )
+    assert objective_key(objectives.channel("block3", 1)) != objective_key(
+        objectives.channel("block3", 2)
+    )
+    two = objectives.class_logit(1) + objectives.class_logit(2)
+    assert objective_key(two) == (repr(two), None)  # one permutation cannot aim at two classes
+
+
+def test_graph_keys_ignore_step_size_and_jitter_but_not_shape_or_conditioning():
+    obj = objectives.layer("block5")
+    cfg = DreamConfig()
+    key = graph_key((90, 160), obj, cfg)
+    assert key == graph_key((90, 160), obj, dataclasses.replace(cfg, step_size=0.1, jitter=40))
+    assert key == graph_key((90, 160), obj, dataclasses.replace(cfg, steps=7))
+    assert key != graph_key((90, 161), obj, cfg)
+    assert key != graph_key((90, 160), obj, dataclasses.replace(cfg, grad_norm="smooth"))
+    assert key != graph_key((90, 160), objectives.layer("block6"), cfg)
+
+
+def test_the_capture_plan_covers_every_layer_and_a_class_at_every_octave(lite0):
+    cfg = DreamConfig(octaves=3, octave_scale=1.4)
+    plan = capture_plan(lite0.layers, 180, 320, cfg)
+    sizes = octave_sizes(180, 320, cfg)
+    assert len(plan) == len(sizes) * (len(lite0.layers) + 1)
+    assert len({key for key, _ in plan}) == len(plan)
+    assert {(k.height, k.width) for k, _ in plan} == set(sizes)
+    areas = [k.height * k.width for k, _ in plan]
+    assert areas == sorted(areas, reverse=True)  # largest first: later captures reuse the pool
+    assert plan[0][0].objective == "class_logit(*)"  # the deepest objective leads
+    live = graph_key((180, 320), objectives.build(lite0, layer="block10"), cfg)
+    assert live in {key for key, _ in plan}  # what the loop builds is what was captured
+    live_class = graph_key(sizes[0], objectives.build(lite0, target=409), cfg)
+    assert live_class in {key for key, _ in plan}
+
+
+def test_a_swapped_permutation_aims_the_captured_class_at_the_target():
+    perm = torch.empty(NUM_CLASSES, dtype=torch.int64)
+    swap_permutation(perm, 3, 500)
+    assert perm[3] == 500 and perm[500] == 3
+    assert sorted(perm.tolist()) == list(range(NUM_CLASSES))
+    assert (perm == torch.arange(NUM_CLASSES)).sum() == NUM_CLASSES - 2
+    swap_permutation(perm, 3, 3)
+    assert torch.equal(perm, torch.arange(NUM_CLASSES))
+
+
+def test_retargeted_logits_give_the_target_objective_and_its_gradient():
+    torch.manual_seed(0)
+    logits = torch.randn(1, NUM_CLASSES, requires_grad=True)
+    captured, target = objectives.class_logit(7), objectives.class_logit(321)
+    perm = swap_permutation(torch.empty(NUM_CLASSES, dtype=torch.int64), 7, 321)
+    got = captured(retarget({LOGITS: logits}, perm))
+    (g_got,) = torch.autograd.grad(got, [logits])
+    want = target({LOGITS: logits})
+    (g_want,) = torch.autograd.grad(want, [logits])
+    assert got.item() == want.item()
+    assert torch.equal(g_got, g_want)
+
+
+def test_the_device_roll_is_torch_roll_and_undoes_itself():
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).view(2, 3, 5, 7)
+    rows, cols = torch.arange(5), torch.arange(7)
+    for dy, dx in [(0, 0), (1, 2), (-2, 3), (4, -6), (12, -15)]:
+        shift = torch.tensor([dy, dx])
+        rolled = gather_roll(x, rows, cols, shift)
+        assert torch.equal(rolled, torch.roll(x, shifts=(dy, dx), dims=(2, 3)))
+        assert torch.equal(gather_roll(rolled, rows, cols, -shift), x)
+
+
+def test_rolls_are_drawn_evenly_from_minus_to_plus_jitter():
+    torch.manual_seed(1)
+    draws = torch.stack([draw_roll(torch.tensor(3.0)) for _ in range(2000)])  # (2000, 2)
+    assert draws.dtype == torch.int64
+    assert draws.min() == -3 and draws.max() == 3
+    counts = torch.bincount((draws + 3).flatten(), minlength=7).float()
+    assert counts.min() > 0.7 * counts.mean()  # 7 values, ~571 each
+    assert torch.equal(draw_roll(torch.tensor(0.0)), torch.zeros(2, dtype=torch.int64))
+
+
+def _graph_step_on(model, img, objective, cfg, jitter, perm=None):
+    x = img.clone()
+    h, w = x.shape[-2:]
+    step = torch.tensor(cfg.step_size)
+    graph_step(model, x, torch.arange(h), torch.arange(w), objective, cfg, step, jitter, perm)
+    return x
+
+
+@pytest.mark.parametrize("grad_norm", ["mean", "laplacian"])
+def test_the_graph_step_is_the_eager_step(lite0, grad_norm):
+    """The captured computation (device roll, two-stage backward, step) equals Dreamer's, given
+    the same roll: drawn from the same seed."""
+    torch.manual_seed(2)
+    img = torch.rand(1, 3, 64, 96)
+    objective = objectives.layer("block5")
+    cfg = DreamConfig(grad_norm=grad_norm, step_size=0.05, jitter=6)
+    torch.manual_seed(11)
+    shift = tuple(draw_roll(torch.tensor(6.0)).tolist())
+    torch.manual_seed(11)
+    got = _graph_step_on(lite0, img, objective, cfg, torch.tensor(6.0))
+    want = Dreamer(lite0).step_shifted(img, objective, cfg, shift)
+    assert shift != (0, 0)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+    assert (got - img).abs().mean() > 0.01  # it did step
+
+
+def test_a_class_graph_step_retargeted_is_the_target_step(lite0):
+    torch.manual_seed(4)
+    img = torch.rand(1, 3, 64, 64)
+    cfg = DreamConfig(step_size=0.05, jitter=0)
+    perm = swap_permutation(torch.empty(NUM_CLASSES, dtype=torch.int64), 0, 88)
+    got = _graph_step_on(lite0, img, objectives.class_logit(0), cfg, torch.tensor(0.0), perm=perm)
+    want = Dreamer(lite0).step_shifted(img, objectives.class_logit(88), cfg, (0, 0))
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
