@@ -18,7 +18,7 @@ from realtime.loop import DreamLoop
 from realtime.models import MODEL_NAMES, load_model
 from realtime.params import LiveParams
 from realtime.recorder import VideoRecorder
-from realtime.sources import open_source
+from realtime.sources import VideoFileSource, open_source
 from realtime.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -97,9 +97,9 @@ def run(
     _install_signal_handlers(parts.stop)
     try:
         source = open_source(cfg.capture.source, size)
-        capture = CaptureThread(
-            source, size, fps=cfg.capture.fps, stall_timeout=cfg.capture.stall_timeout
-        )
+        # A video file plays at its own rate; stills and the demo at the configured pace.
+        pace = None if isinstance(source, VideoFileSource) else cfg.capture.fps
+        capture = CaptureThread(source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout)
         capture.start()
         parts.add("capture", capture.stop)
 

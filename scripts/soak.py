@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys
@@ -97,7 +96,6 @@ def main() -> int:
         "rss_peak_mb": round(peak, 1),
         "growth_mb": round(end - base, 1),
         "error_lines": errors,
-        "pid": os.getpid(),
     }
     Path(args.json).write_text(json.dumps(result, indent=2))
     print("| frames | size | device | time | fps | RSS after warm-up | RSS end | peak | growth |")

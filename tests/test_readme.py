@@ -1,0 +1,27 @@
+"""The README stays true: its test command is CI's, and its OSC and key tables match the code."""
+
+import re
+from pathlib import Path
+
+from realtime.display import KEYS
+from realtime.osc import format_address_table
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_quickstart_test_command_is_what_ci_runs():
+    quickstart = README.split("## Quickstart", 1)[1].split("##", 1)[0]
+    commands = re.findall(r"^(make \w+)", quickstart, flags=re.M)
+    assert commands == ["make demo", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^make test$", ci, flags=re.M)
+
+
+def test_osc_table_matches_the_server():
+    assert format_address_table(markdown=True) in README
+
+
+def test_every_key_is_documented():
+    for key, action in KEYS:
+        assert f"| {key} | {action} |" in README
