@@ -38,6 +38,12 @@ def display_available() -> bool:
     return True
 
 
+def window_size(dream: tuple[int, int], min_width: int = 960) -> tuple[int, int]:
+    """The window's size: the dream's, scaled up to at least `min_width` (the shader scales)."""
+    w, h = dream
+    return dream if w >= min_width else (min_width, round(min_width * h / w))
+
+
 @dataclass
 class Parts:
     """The running pieces, so shutdown can stop each one (any thread may read it)."""
@@ -147,8 +153,19 @@ def run(
             from realtime.display import DreamWindow
 
             window = DreamWindow(
-                loop.outputs, params, cfg.display, stats=stats, on_close=parts.stop.set, size=size
+                loop.outputs,
+                params,
+                cfg.display,
+                stats=stats,
+                on_close=parts.stop.set,
+                size=window_size(size),
             )
+            # --frames ends a windowed run too: the loop's done event closes the window.
+            threading.Thread(
+                target=lambda: loop.done.wait() and parts.stop.set(),
+                name="frames-done",
+                daemon=True,
+            ).start()
             window.run(parts.stop)
         return 0
     finally:
