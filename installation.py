@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--models", help="comma-separated model names")
     bench.add_argument("--sizes", help="comma-separated WxH sizes")
     bench.add_argument("--frames", type=int, help="timed frames per row")
+    bench.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="bench googlenet/vgg16 with random weights when theirs are missing (same speed)",
+    )
+    bench.add_argument(
+        "--profile", action="store_true", help="also profile the first row: where the time goes"
+    )
 
     sub.add_parser("osc-map", help="print the OSC address reference")
     return parser
