@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -280,6 +280,10 @@ class FastDreamer(Dreamer):
                 f"realtime.fastpath.make_dreamer(model, '{dev}'), which picks the eager Dreamer"
             )
         super().__init__(model, dev)
+        self._init_graphs(capture_ahead, max_graphs)
+
+    def _init_graphs(self, capture_ahead: bool, max_graphs: int) -> None:
+        dev = self.device
         self.capture_ahead = capture_ahead
         self.max_graphs = max_graphs
         self.graphs_enabled = True  # False after a failed capture: eager from then on
@@ -305,9 +309,10 @@ class FastDreamer(Dreamer):
         generator: torch.Generator | None = None,
     ) -> Tensor:
         """Dream on a (1, 3, H, W) float32 CUDA image in [0, 1]; returns a new tensor like it."""
-        if img.ndim != 4 or img.shape[:2] != (1, 3) or img.device.type != "cuda":
+        if img.ndim != 4 or img.shape[:2] != (1, 3) or img.device.type != self.device.type:
             raise FastPathError(
-                f"expected a (1, 3, H, W) image on CUDA, got {tuple(img.shape)} on {img.device}"
+                f"expected a (1, 3, H, W) image on {self.device}, got {tuple(img.shape)} "
+                f"on {img.device}"
             )
         if not self.graphs_enabled:
             return super().dream(img, objective, cfg, generator)
@@ -422,23 +427,14 @@ class FastDreamer(Dreamer):
         perm = None
         if captured is not None:
             perm = torch.arange(NUM_CLASSES, device=self.device)  # static, outside the pool
+
+        def body() -> None:
+            self._step_body(shape, objective, cfg, perm)
+
         try:
             saved = shape.x.clone()  # the warm-up steps the image; capture itself runs nothing
-            current = torch.cuda.current_stream(self.device)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(current)
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_ITERS):
-                    self._step_body(shape, objective, cfg, perm)
-            current.wait_stream(side)
+            graph = self._record(body)
             shape.x.copy_(saved)
-            graph = torch.cuda.CUDAGraph()
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            # thread_local: only this thread must avoid unsafe calls while capturing. In "global"
-            # mode a model loading onto the GPU in the background would break the capture.
-            with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
-                self._step_body(shape, objective, cfg, perm)
         except torch.cuda.OutOfMemoryError:
             self._drop_graphs()  # give the memory back; the loop shrinks the dream and goes on
             raise
@@ -450,6 +446,25 @@ class FastDreamer(Dreamer):
         self._uses.pop(key, None)
         self.captures += 1
         return entry
+
+    def _record(self, body: Callable[[], None]) -> torch.cuda.CUDAGraph:
+        """Warm `body` up on a side stream (as the PyTorch docs ask), then capture it into the
+        shared pool. The only CUDA-specific part of a capture (the CPU tests fake it)."""
+        current = torch.cuda.current_stream(self.device)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(current)
+        with torch.cuda.stream(side):
+            for _ in range(WARMUP_ITERS):
+                body()
+        current.wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        # thread_local: only this thread must avoid unsafe calls while capturing. In "global"
+        # mode a model loading onto the GPU in the background would break the capture.
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            body()
+        return graph
 
     def _step_body(
         self, shape: _Shape, objective: Objective, cfg: DreamConfig, perm: Tensor | None

@@ -10,6 +10,7 @@ import torch
 from realtime import objectives
 from realtime.dream import DreamConfig, Dreamer, octave_sizes
 from realtime.fastpath import (
+    WARMUP_ITERS,
     FastDreamer,
     FastPathError,
     capture_plan,
@@ -171,3 +172,116 @@ def test_a_class_graph_step_retargeted_is_the_target_step(lite0):
     got = _graph_step_on(lite0, img, objectives.class_logit(0), cfg, torch.tensor(0.0), perm=perm)
     want = Dreamer(lite0).step_shifted(img, objectives.class_logit(88), cfg, (0, 0))
     torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+
+
+# ---- FastDreamer's bookkeeping, with the GPU faked ---------------------------------------------
+
+
+class FakeGraph:
+    """Stands in for a CUDA graph: a replay re-runs the captured step, which is what a real
+    replay computes as long as the step reads and writes only the static tensors."""
+
+    def __init__(self, body):
+        self.body = body
+        self.alive = True
+
+    def replay(self):
+        if not self.alive:
+            raise RuntimeError("replayed a reset graph")
+        self.body()
+
+    def reset(self):
+        self.alive = False
+
+
+class CpuGraphDreamer(FastDreamer):
+    """FastDreamer on the CPU with capture faked (this machine has no GPU)."""
+
+    def __init__(self, model, fail: bool = False, capture_ahead: bool = True, max_graphs=64):
+        Dreamer.__init__(self, model, "cpu")
+        self._init_graphs(capture_ahead, max_graphs)
+        self.fail = fail
+        self.graphs: list[FakeGraph] = []
+
+    def _record(self, body):
+        for _ in range(WARMUP_ITERS):  # the warm-up steps the static image, as on CUDA
+            body()
+        if self.fail:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        self.graphs.append(FakeGraph(body))
+        return self.graphs[-1]
+
+
+SMALL = (1, 3, 40, 56)  # tiny, so capturing every layer ahead stays cheap on the CPU
+
+
+def test_graph_dream_is_the_eager_dream(lite0):
+    torch.manual_seed(6)
+    img = torch.rand(1, 3, 64, 96)
+    cfg = DreamConfig(steps=2, octaves=2, jitter=0, step_size=0.04)
+    fast = CpuGraphDreamer(lite0, capture_ahead=False)
+    objective = objectives.layer("block7")
+    fast.dream(img, objective, cfg)  # eager: first sight of this shape
+    got = fast.dream(img, objective, cfg)  # captured on its second frame, then replayed
+    assert fast.captures == 2 and fast.replays == 4
+    want = Dreamer(lite0).dream(img, objective, cfg)
+    torch.testing.assert_close(got, want, rtol=0, atol=2e-5)
+
+
+def test_start_up_captures_every_layer_and_switches_capture_nothing(lite0):
+    torch.manual_seed(7)
+    img = torch.rand(*SMALL)
+    cfg = DreamConfig(steps=1, octaves=1, jitter=0, step_size=0.05, min_size=16)
+    fast = CpuGraphDreamer(lite0)
+    fast.dream(img, objectives.layer("block10"), cfg)
+    planned = len(capture_plan(lite0.layers, *SMALL[-2:], cfg))
+    assert fast.captures == planned == len(lite0.layers) + 1
+    for objective in [
+        objectives.layer("stem"),
+        objectives.build(lite0, target=1),
+        objectives.layer("head"),
+    ]:
+        fast.dream(img, objective, dataclasses.replace(cfg, step_size=0.02, steps=2))
+    target = objectives.build(lite0, target=945)
+    got = fast.dream(img, target, cfg)
+    assert fast.captures == planned  # layer, target, step size and steps: no capture
+    torch.testing.assert_close(got, Dreamer(lite0).dream(img, target, cfg), rtol=0, atol=2e-5)
+
+
+def test_a_graph_dream_returns_its_own_tensor(lite0):
+    cfg = DreamConfig(steps=1, octaves=1, jitter=4, min_size=16)
+    fast = CpuGraphDreamer(lite0, capture_ahead=False)
+    objective = objectives.layer("block4")
+    first = fast.dream(torch.rand(*SMALL), objective, cfg)
+    first = fast.dream(torch.rand(*SMALL), objective, cfg)  # a replay
+    kept = first.clone()
+    fast.dream(torch.rand(*SMALL), objective, cfg)
+    assert torch.equal(first, kept)  # the next frame did not write into it
+
+
+def test_least_recently_used_graphs_are_dropped_past_the_limit(lite0):
+    cfg = DreamConfig(steps=1, octaves=1, jitter=0, min_size=16)
+    fast = CpuGraphDreamer(lite0, capture_ahead=False, max_graphs=2)
+    img = torch.rand(*SMALL)
+    for name in ("block2", "block3", "block2", "block4"):
+        for _ in range(2):
+            fast.dream(img, objectives.layer(name), cfg)
+    assert fast.captures == 3
+    assert [g.alive for g in fast.graphs] == [True, False, True]  # block3 was least recent
+    fast.dream(img, objectives.layer("block3"), cfg)  # dropped: eager again, not a dead replay
+
+
+def test_a_failed_capture_warns_once_and_dreams_eagerly(lite0, caplog):
+    torch.manual_seed(8)
+    img = torch.rand(*SMALL)
+    cfg = DreamConfig(steps=2, octaves=1, jitter=0, min_size=16)
+    fast = CpuGraphDreamer(lite0, fail=True)
+    objective = objectives.layer("block6")
+    with caplog.at_level("WARNING", logger="realtime.fastpath"):
+        outs = [fast.dream(img, objective, cfg) for _ in range(3)]
+    warned = [r for r in caplog.records if "capture failed" in r.getMessage()]
+    assert len(warned) == 1 and "dreaming without graphs" in warned[0].getMessage()
+    assert not fast.graphs_enabled and fast.captures == 0
+    want = Dreamer(lite0).dream(img, objective, cfg)
+    for out in outs:
+        torch.testing.assert_close(out, want, rtol=0, atol=2e-5)
