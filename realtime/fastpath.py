@@ -144,8 +144,8 @@ def swap_permutation(perm: Tensor, captured: int, target: int) -> Tensor:
     """
     torch.arange(perm.shape[0], out=perm)
     if captured != target:
-        perm[captured] = target
-        perm[target] = captured
+        perm[captured].fill_(target)  # 0-d views filled with Python numbers: no copy from host
+        perm[target].fill_(captured)
     return perm
 
 
