@@ -10,11 +10,13 @@ import torch
 from realtime import objectives
 from realtime.dream import DreamConfig, Dreamer, octave_sizes
 from realtime.fastpath import (
+    THREADS_ENV,
     WARMUP_ITERS,
     FastDreamer,
     FastPathError,
     capture_plan,
     draw_roll,
+    fold_batchnorm,
     gather_roll,
     graph_key,
     graph_step,
@@ -22,9 +24,10 @@ from realtime.fastpath import (
     objective_key,
     retarget,
     swap_permutation,
+    tune_cpu,
     usable_cores,
 )
-from realtime.models import LOGITS, NUM_CLASSES
+from realtime.models import LOGITS, NUM_CLASSES, DreamModel
 
 
 def test_make_dreamer_picks_the_eager_dreamer_on_the_cpu_with_every_core(lite0):
@@ -32,8 +35,88 @@ def test_make_dreamer_picks_the_eager_dreamer_on_the_cpu_with_every_core(lite0):
     dreamer = make_dreamer(lite0, "cpu")
     assert type(dreamer) is Dreamer
     assert torch.get_num_threads() == usable_cores()
-    conv = next(m for m in lite0.modules() if isinstance(m, torch.nn.Conv2d))
+    conv = next(m for m in dreamer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dreamer.model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in lite0.modules())  # left alone
+
+
+def test_cpu_threads_follow_the_environment(monkeypatch, caplog):
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert tune_cpu() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv(THREADS_ENV, "lots")
+    with caplog.at_level("WARNING", logger="realtime.fastpath"):
+        assert tune_cpu() == usable_cores()
+    assert "not a positive integer" in caplog.text
+    assert tune_cpu(1) == 1  # an explicit count wins
+
+
+def test_folded_batchnorms_compute_the_same_layers_and_gradients(lite0):
+    folded = fold_batchnorm(lite0)
+    assert folded is not lite0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    torch.manual_seed(9)
+    img = torch.rand(1, 3, 96, 128)
+    names = [*lite0.layers, LOGITS]
+    with torch.no_grad():
+        want, got = lite0(img, names), folded(img, names)
+    for name in names:
+        scale = want[name].abs().max()
+        assert (got[name] - want[name]).abs().max() < 1e-4 * scale, name
+    objective = objectives.layer("block9")
+    g_want = Dreamer(lite0).gradient(img, objective, (2, 5))
+    g_got = Dreamer(folded).gradient(img, objective, (2, 5))
+    assert torch.nn.functional.cosine_similarity(g_got.flatten(), g_want.flatten(), dim=0) > 0.99999
+
+
+def test_googlenet_batchnorms_fold_into_conv_biases():
+    from realtime.bench import random_model
+
+    model = random_model("googlenet", torch.device("cpu"))
+    generator = torch.Generator().manual_seed(3)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):  # trained-looking statistics, not the identity
+            n = m.num_features
+            m.running_mean.copy_(torch.randn(n, generator=generator) * 0.5)
+            m.running_var.copy_(torch.rand(n, generator=generator) * 2 + 0.1)
+            m.weight.data.copy_(torch.rand(n, generator=generator) + 0.5)
+            m.bias.data.copy_(torch.randn(n, generator=generator) * 0.2)
+    folded = fold_batchnorm(model)
+    assert folded is not model
+    assert all(m.conv.bias is not None for m in folded.modules() if hasattr(m, "conv"))
+    img = torch.rand(1, 3, 96, 96, generator=generator)
+    with torch.no_grad():
+        want, got = model(img, ["inception4c"]), folded(img, ["inception4c"])
+    scale = want["inception4c"].abs().max()
+    assert (got["inception4c"] - want["inception4c"]).abs().max() < 1e-4 * scale
+
+
+def test_a_batchnorm_not_fed_by_its_neighbour_conv_is_left_unfolded(caplog):
+    class NormFirst(torch.nn.Module):  # registers conv, bn but applies bn first
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+            self.bn = torch.nn.BatchNorm2d(3)
+
+        def forward(self, x):
+            return self.conv(self.bn(x))
+
+    net = NormFirst().eval().requires_grad_(False)
+    net.bn.running_mean.copy_(torch.tensor([0.3, -0.2, 0.5]))
+    net.bn.running_var.copy_(torch.tensor([0.2, 2.0, 0.7]))
+    model = DreamModel(
+        "efficientnet_lite0", net, [("a", net)], lambda x: x.mean((2, 3)), ("a",), "a"
+    )
+    with caplog.at_level("WARNING", logger="realtime.fastpath"):
+        assert fold_batchnorm(model) is model
+    assert "using it unfolded" in caplog.text
+
+
+def test_a_model_without_batchnorm_is_not_copied():
+    from realtime.bench import random_model
+
+    vgg = random_model("vgg16", torch.device("cpu"))
+    assert fold_batchnorm(vgg) is vgg
 
 
 def test_fast_dreamer_refuses_a_device_that_is_not_cuda(lite0):
