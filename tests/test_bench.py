@@ -84,6 +84,9 @@ def test_models_and_sizes_options_replace_the_defaults():
         ("efficientnet_lite0", (320, 180)),
     }
     assert len(picked) == 2  # the two sizes collapse into one: no duplicate rows
+    cpu = select_rows(default_rows("cpu"), "googlenet", None)
+    assert not any(r.label for r in cpu)  # "cpu preset" names Lite0's preset, not GoogLeNet's
+    assert len({(r.size, r.octaves, r.steps, r.threads) for r in cpu}) == len(cpu)
     with pytest.raises(BenchError, match="valid models"):
         select_rows(rows, "resnet", None)
     with pytest.raises(BenchError, match="WxH"):
