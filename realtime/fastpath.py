@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import re
 import time
@@ -31,6 +32,10 @@ WARMUP_ITERS = 3
 # A step shape met after start-up (an octave_scale fader moving) is dreamed eagerly until it is
 # seen on this many frames, so a fader sweep does not stall to capture a graph for every value.
 CAPTURE_AFTER_USES = 2
+# Seconds per frame spent capturing the planned graphs that the frame did not need (at least one
+# a frame): the rest of the plan fills in over the next frames, so a model switch or a new size
+# makes the show dip for a moment instead of freezing for the whole plan (seconds at 1080p).
+CAPTURE_BUDGET_S = 0.05
 THREADS_ENV = "DREAM_CPU_THREADS"  # overrides the CPU path's torch thread count
 _FOLD_PROBE = 64  # px; the smallest input every model maps to >= 1x1 at its deepest layer
 # Relative activation change a correct fold stays far below (float rounding, TF32 convolutions on
@@ -339,9 +344,10 @@ class FastDreamer(Dreamer):
     needs (channels_last), the two-stage backward of Dreamer.gradient, normalisation, the step,
     the clamp; no allocation, no host sync. Octave resizes run eagerly between replays.
 
-    On the first frame of a new size every layer of the model and a class target are captured
-    ahead, so layer and target switches never capture. If capture fails the dreamer warns once
-    and dreams eagerly (Dreamer's fp16 channels_last path) from then on.
+    From the first frame of a new frame size every layer of the model and a class target are
+    captured ahead: what the frame needs at once, the rest within `capture_budget_s` a frame
+    (prepare() captures it all at once), so layer and target switches never capture. If capture
+    fails the dreamer warns once and dreams eagerly (Dreamer's fp16 channels_last path).
 
     The jitter comes from torch's default CUDA generator (torch.cuda.manual_seed for repeatable
     runs); a `generator` passed to dream() is used only by eager steps.
@@ -354,6 +360,7 @@ class FastDreamer(Dreamer):
         device: str | torch.device | None = None,
         capture_ahead: bool = True,
         max_graphs: int = MAX_GRAPHS,
+        capture_budget_s: float = CAPTURE_BUDGET_S,
     ) -> None:
         dev = model.device if device is None else torch.device(device)
         if dev.type != "cuda":
@@ -362,19 +369,23 @@ class FastDreamer(Dreamer):
                 f"realtime.fastpath.make_dreamer(model, '{dev}'), which picks the eager Dreamer"
             )
         super().__init__(model, dev)
-        self._init_graphs(capture_ahead, max_graphs)
+        self._init_graphs(capture_ahead, max_graphs, capture_budget_s)
 
-    def _init_graphs(self, capture_ahead: bool, max_graphs: int) -> None:
+    def _init_graphs(self, capture_ahead: bool, max_graphs: int, capture_budget_s: float) -> None:
         dev = self.device
         self.capture_ahead = capture_ahead
         self.max_graphs = max_graphs
+        self.capture_budget_s = capture_budget_s
         self.graphs_enabled = True  # False after a failed capture: eager from then on
         self.captures = 0  # graphs captured so far (tests check switches do not add any)
         self.replays = 0
         self._graphs: OrderedDict[GraphKey, _Graph] = OrderedDict()
         self._shapes: dict[tuple[int, int], _Shape] = {}
         self._uses: dict[GraphKey, int] = {}  # frames an uncaptured key was dreamed eagerly
-        self._prepared: set[tuple[int, int]] = set()  # frame sizes captured ahead
+        self._frame_size: tuple[int, int] | None = None  # (h, w) the plan was made for
+        # Planned graphs not captured yet, largest first, with the config they normalise with.
+        self._pending: OrderedDict[GraphKey, tuple[Objective, DreamConfig]] = OrderedDict()
+        self._ahead: tuple[float, int] = (0.0, 0)  # (when, captures) at the plan's start
         self._pool = None  # one graph memory pool handle shared by every capture
         self._step_size = torch.zeros((), device=dev)  # static: step size of every graph
         self._jitter = torch.zeros((), device=dev)  # static: max roll in px
@@ -399,11 +410,8 @@ class FastDreamer(Dreamer):
         if not self.graphs_enabled:
             return super().dream(img, objective, cfg, generator)
         height, width = img.shape[-2:]
-        if self.capture_ahead and (height, width) not in self._prepared:
-            # Once per frame size (start-up, or a smaller dream after out-of-memory); octave
-            # settings changed later capture on use, a graph at a time.
-            self._prepared.add((height, width))
-            self.prepare(height, width, cfg)
+        if self.capture_ahead and (height, width) != self._frame_size:
+            self._plan(height, width, cfg)
         self._set_scalars(cfg)
         _, target = objective_key(objective)
         img = img.float()
@@ -424,35 +432,58 @@ class FastDreamer(Dreamer):
                 self.replays += cfg.steps
                 x = entry.shape.x
             detail = x - base
+        if self._pending:
+            self._capture_pending(self.capture_budget_s)
         return x.clone() if self._is_static(x) else x
 
     def prepare(self, height: int, width: int, cfg: DreamConfig) -> int:
-        """Capture ahead the step graphs of every layer and of a class target for frames of
-        (height, width) under `cfg`'s octaves. Returns how many were captured."""
-        t0, before = time.monotonic(), self.captures
+        """Capture now every planned graph for frames of (height, width) under `cfg`'s octaves
+        (each layer and a class target at each octave). Returns how many were captured."""
+        before = self.captures
+        if (height, width) != self._frame_size:
+            self._plan(height, width, cfg)
+        self._capture_pending(math.inf)
+        return self.captures - before
+
+    def _plan(self, height: int, width: int, cfg: DreamConfig) -> None:
+        """A new frame size (start-up, a smaller dream after out-of-memory): plan every layer's
+        graphs at its octaves, and drop the graphs of other sizes."""
+        self._frame_size = (height, width)
+        sizes = set(octave_sizes(height, width, cfg))
+        for key in [k for k in self._graphs if (k.height, k.width) not in sizes]:
+            self._evict(key)
         plan = capture_plan(self.model.layers, height, width, cfg)
-        for key, objective in plan[: self.max_graphs]:
-            if key not in self._graphs and self._capture(key, objective, cfg) is None:
-                break
-        count = self.captures - before
-        if count:
+        room = self.max_graphs - len(self._graphs)
+        wanted = [(k, o) for k, o in plan if k not in self._graphs]
+        if len(wanted) > room:
             logger.info(
-                "captured %d CUDA graphs for %dx%d (%d layers + class target x %d octaves) "
-                "in %.1f s",
-                count,
-                width,
-                height,
-                len(self.model.layers),
-                len(octave_sizes(height, width, cfg)),
-                time.monotonic() - t0,
-            )
-        if len(plan) > self.max_graphs:
-            logger.info(
-                "captured %d of %d planned graphs (max_graphs); the rest capture on use",
+                "planning %d of %d graphs (max_graphs %d); the rest capture on use",
+                room,
+                len(wanted),
                 self.max_graphs,
-                len(plan),
             )
-        return count
+        self._pending = OrderedDict((k, (o, cfg)) for k, o in wanted[: max(room, 0)])
+        self._ahead = (time.monotonic(), self.captures)
+
+    def _capture_pending(self, budget_s: float) -> None:
+        """Capture planned graphs for up to `budget_s` seconds (at least one)."""
+        deadline = time.monotonic() + budget_s
+        while self._pending and self.graphs_enabled:
+            key, (objective, cfg) = self._pending.popitem(last=False)
+            self._capture(key, objective, cfg)
+            if time.monotonic() >= deadline:
+                break
+        if not self._pending and self.graphs_enabled and self._frame_size is not None:
+            started, before = self._ahead
+            h, w = self._frame_size
+            logger.info(
+                "captured %d CUDA graphs ahead for %dx%d (every layer and a class target at "
+                "each octave) in %.1f s",
+                self.captures - before,
+                w,
+                h,
+                time.monotonic() - started,
+            )
 
     def _is_static(self, x: Tensor) -> bool:
         return any(x is shape.x for shape in self._shapes.values())
@@ -472,7 +503,8 @@ class FastDreamer(Dreamer):
         entry.target = target
 
     def _graph_for(self, size: tuple[int, int], objective: Objective, cfg: DreamConfig):
-        """The graph for this octave, capturing it on its CAPTURE_AFTER_USES-th frame."""
+        """The graph for this octave: captured now if planned, else on its
+        CAPTURE_AFTER_USES-th frame (None until then: eager)."""
         key = graph_key(size, objective, cfg)
         entry = self._graphs.get(key)
         if entry is not None:
@@ -480,6 +512,8 @@ class FastDreamer(Dreamer):
             return entry
         if not self.graphs_enabled:
             return None
+        if self._pending.pop(key, None) is not None:
+            return self._capture(key, objective, cfg)
         if len(self._uses) > 4 * self.max_graphs:  # a long fader sweep: forget old counts
             self._uses.clear()
         self._uses[key] = self._uses.get(key, 0) + 1
@@ -503,7 +537,7 @@ class FastDreamer(Dreamer):
     def _capture(self, key: GraphKey, objective: Objective, cfg: DreamConfig) -> _Graph | None:
         """Warm up on a side stream, then capture one step into the shared pool."""
         while len(self._graphs) >= self.max_graphs:
-            self._evict()
+            self._evict(next(iter(self._graphs)))  # the least recently used
         shape = self._shape(key.height, key.width)
         _, captured = objective_key(objective)
         perm = None
@@ -554,8 +588,8 @@ class FastDreamer(Dreamer):
         step = (self._step_size, self._jitter)
         graph_step(self.model, shape.x, shape.rows, shape.cols, objective, cfg, *step, perm)
 
-    def _evict(self) -> None:
-        key, entry = self._graphs.popitem(last=False)
+    def _evict(self, key: GraphKey) -> None:
+        entry = self._graphs.pop(key)
         entry.graph.reset()
         if not any(k.height == key.height and k.width == key.width for k in self._graphs):
             self._shapes.pop((key.height, key.width), None)
@@ -565,7 +599,8 @@ class FastDreamer(Dreamer):
             entry.graph.reset()
         self._graphs.clear()
         self._shapes.clear()
-        self._prepared.clear()
+        self._pending.clear()
+        self._frame_size = None
         self._pool = None
         torch.cuda.empty_cache()
 

@@ -67,7 +67,8 @@ def test_the_fast_dream_is_the_reference_dream_within_fp16_tolerance(lite0_cuda,
 def test_graphs_survive_layer_and_target_switches(lite0_cuda, image):
     cfg = DreamConfig(steps=2, octaves=2, jitter=8)
     fast = FastDreamer(lite0_cuda, CUDA)
-    fast.dream(image, objectives.layer("block10"), cfg)  # start-up: captures ahead
+    fast.dream(image, objectives.layer("block10"), cfg)  # start-up: begins capturing ahead
+    fast.prepare(160, 224, cfg)  # and the rest of the plan, at once
     planned = len(capture_plan(lite0_cuda.layers, 160, 224, cfg))
     assert fast.captures == planned
     switches = [
@@ -91,6 +92,7 @@ def test_a_retargeted_class_graph_dreams_towards_the_new_class(lite0_cuda, image
     fast = FastDreamer(lite0_cuda, CUDA)
     target = objectives.build(lite0_cuda, target=945)  # bell pepper
     fast.dream(image, objectives.build(lite0_cuda, target=0), cfg)  # aims the graph at class 0
+    fast.prepare(160, 224, cfg)
     captures = fast.captures
     got = fast.dream(image, target, cfg)
     assert fast.captures == captures
@@ -110,7 +112,8 @@ def test_no_host_sync_inside_the_dream(lite0_cuda, image):
     fast = FastDreamer(lite0_cuda, CUDA)
     cfg = DreamConfig(steps=2, octaves=2, jitter=16)
     objective = objectives.layer("block10")
-    fast.dream(image, objective, cfg)  # capture (syncs are allowed there)
+    fast.dream(image, objective, cfg)
+    fast.prepare(160, 224, cfg)  # capture everything (syncs are allowed there)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
@@ -128,6 +131,7 @@ def test_jitter_differs_between_replays_and_follows_the_cuda_seed(lite0_cuda, im
     cfg = DreamConfig(steps=1, octaves=1, jitter=16)
     objective = objectives.layer("block6")
     fast.dream(image, objective, cfg)
+    fast.prepare(160, 224, cfg)  # no capture (and its warm-up's RNG draws) from here on
     torch.cuda.manual_seed(5)
     a = fast.dream(image, objective, cfg)
     b = fast.dream(image, objective, cfg)
@@ -143,6 +147,7 @@ def test_googlenet_captures_and_dreams(image):
     fast = FastDreamer(model, CUDA)
     cfg = DreamConfig(steps=2, octaves=2, jitter=16)
     out = fast.dream(image, objectives.layer("inception4c"), cfg)
+    fast.prepare(160, 224, cfg)
     assert fast.captures == len(capture_plan(model.layers, 160, 224, cfg))
     assert torch.isfinite(out).all() and (out - image).abs().mean() > 0.001
 

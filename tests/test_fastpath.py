@@ -280,9 +280,9 @@ class FakeGraph:
 class CpuGraphDreamer(FastDreamer):
     """FastDreamer on the CPU with capture faked (this machine has no GPU)."""
 
-    def __init__(self, model, fail: bool = False, capture_ahead: bool = True, max_graphs=64):
+    def __init__(self, model, fail=False, capture_ahead=True, max_graphs=64, budget_s=0.0):
         Dreamer.__init__(self, model, "cpu")
-        self._init_graphs(capture_ahead, max_graphs)
+        self._init_graphs(capture_ahead, max_graphs, budget_s)
         self.fail = fail
         self.graphs: list[FakeGraph] = []
 
@@ -317,7 +317,9 @@ def test_start_up_captures_every_layer_and_switches_capture_nothing(lite0):
     cfg = DreamConfig(steps=1, octaves=1, jitter=0, step_size=0.05, min_size=16)
     fast = CpuGraphDreamer(lite0)
     fast.dream(img, objectives.layer("block10"), cfg)
+    assert fast.captures == 2  # what the frame needed, then one more within the budget (0 s)
     planned = len(capture_plan(lite0.layers, *SMALL[-2:], cfg))
+    assert fast.prepare(*SMALL[-2:], cfg) == planned - 2  # the rest, at once
     assert fast.captures == planned == len(lite0.layers) + 1
     for objective in [
         objectives.layer("stem"),
@@ -368,3 +370,31 @@ def test_a_failed_capture_warns_once_and_dreams_eagerly(lite0, caplog):
     want = Dreamer(lite0).dream(img, objective, cfg)
     for out in outs:
         torch.testing.assert_close(out, want, rtol=0, atol=2e-5)
+
+
+def test_the_plan_fills_in_a_graph_a_frame_and_a_planned_switch_never_runs_eagerly(lite0):
+    img = torch.rand(*SMALL)
+    cfg = DreamConfig(steps=1, octaves=1, jitter=0, min_size=16)
+    fast = CpuGraphDreamer(lite0, budget_s=0.0)
+    planned = len(capture_plan(lite0.layers, *SMALL[-2:], cfg))
+    counts = []
+    for _ in range(planned + 2):
+        fast.dream(img, objectives.layer("block10"), cfg)
+        counts.append(fast.captures)
+    assert counts[: planned - 1] == list(range(2, planned + 1))  # one more each frame
+    assert counts[-1] == planned
+    fast = CpuGraphDreamer(lite0, budget_s=0.0)
+    fast.dream(img, objectives.layer("block10"), cfg)
+    before = fast.replays
+    fast.dream(img, objectives.layer("stem"), cfg)  # planned, not captured yet: captured now
+    assert fast.replays == before + 1
+
+
+def test_a_new_frame_size_drops_the_old_graphs_and_plans_again(lite0):
+    cfg = DreamConfig(steps=1, octaves=1, jitter=0, min_size=16)
+    fast = CpuGraphDreamer(lite0)
+    fast.prepare(*SMALL[-2:], cfg)
+    old = list(fast.graphs)
+    fast.dream(torch.rand(1, 3, 48, 64), objectives.layer("block10"), cfg)
+    assert not any(g.alive for g in old)
+    assert fast.prepare(48, 64, cfg) + 2 == len(capture_plan(lite0.layers, 48, 64, cfg))
