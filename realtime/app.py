@@ -127,6 +127,7 @@ def run(
             max_frames=frames,
             weights=cfg.model.weights or None,
             attract=AttractMode(cfg.attract) if cfg.attract.enabled else None,
+            flow_width=cfg.feedback.flow_width,
         )
 
         def stats() -> dict[str, object]:

@@ -57,13 +57,13 @@ class RateMeter:
             self.dream_ms = a * self.dream_ms + (1 - a) * dream_s * 1000.0
             self.frames += 1
 
-    def read(self) -> dict[str, float]:
+    def read(self) -> dict[str, float | int]:
         with self._lock:
             return {
                 "fps": self.fps,
                 "latency_ms": self.latency_ms,
                 "dream_ms": self.dream_ms,
-                "frames": float(self.frames),
+                "frames": self.frames,
             }
 
 
@@ -101,6 +101,7 @@ class DreamLoop:
         weights: str | None = None,
         attract: AttractMode | None = None,
         dreamer_factory: DreamerFactory = make_dreamer,
+        flow_width: int = 160,
     ) -> None:
         """Args:
         frames: the capture thread's latest-frame slot.
@@ -114,6 +115,7 @@ class DreamLoop:
         attract: deepens the dream when the camera sees no motion (None: off).
         dreamer_factory: makes the dreamer for a model (the CUDA fast path where it can; the
             benchmark passes its naive reference here).
+        flow_width: width in pixels at which the optical flow is computed (config feedback.flow_width).
         """
         self.frames = frames
         self.params = params
@@ -132,7 +134,7 @@ class DreamLoop:
         self._model = model
         self._make_dreamer = dreamer_factory
         self._dreamer = dreamer_factory(model, device)
-        self._feedback = Feedback(device)
+        self._feedback = Feedback(device, flow_width=flow_width)
         self._upload = Uploader(device)  # reused (pinned on CUDA) buffers, one set per frame size
         self._download = Downloader(device)
         self._objective_key: tuple | None = None
@@ -140,7 +142,7 @@ class DreamLoop:
         self._reset_seen = 0
         self._last_frame = 0
         self._index = 0
-        self._switch: LatestSlot[DreamModel | Exception] = LatestSlot()
+        self._switch: LatestSlot[tuple[DreamModel, Dreamer] | Exception] = LatestSlot()
         self._switching: str | None = None
         self._stop = threading.Event()
         self._generation = 0  # a restarted loop bumps this; an abandoned thread sees it and ends
@@ -320,11 +322,10 @@ class DreamLoop:
                 )
                 self.params.set_layers(self._model.layers, self._model.name)
             else:
-                self._model = loaded
-                self._dreamer = self._make_dreamer(loaded, self.device)
+                self._model, self._dreamer = loaded
                 self._objective_key = None
-                self.params.set_layers(loaded.layers, loaded.name)
-                logger.info("switched to model %s", loaded.name)
+                self.params.set_layers(self._model.layers, self._model.name)
+                logger.info("switched to model %s", self._model.name)
             self._switch = LatestSlot()
             return True
         if snap.model != self._model.name and self._switching is None:
@@ -343,6 +344,7 @@ class DreamLoop:
     def _load(self, name: str, slot: LatestSlot) -> None:
         try:
             model, _ = load_model(name, device=self.device, weights=self.weights.get(name))
-            slot.put(model)
+            # The dreamer too (BatchNorm folding and its check) is built here, off the dream thread.
+            slot.put((model, self._make_dreamer(model, self.device)))
         except (ModelError, OSError, RuntimeError) as err:
             slot.put(err)

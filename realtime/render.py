@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 import torch
 
-from realtime.dream import DreamConfig, Dreamer
+from realtime.dream import DreamConfig
+from realtime.fastpath import make_dreamer
 from realtime.feedback import Feedback
 from realtime.loop import to_image, to_tensor
 from realtime.models import DreamModel
@@ -101,7 +102,7 @@ def render_image(
     w, h = fit_size(image.shape[1], image.shape[0], max_side)
     if (w, h) != (image.shape[1], image.shape[0]):
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    dreamer = Dreamer(model, device)
+    dreamer = make_dreamer(model, device)
     progress = Progress(1, f"dreaming {src.name}")
     out = to_image(dreamer.dream(to_tensor(image, device), objective, cfg))
     progress.update()
@@ -141,7 +142,7 @@ def render_video(
         )
     fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    dreamer = Dreamer(model, device)
+    dreamer = make_dreamer(model, device)
     feedback = Feedback(device)
     recorder = VideoRecorder(dst, fps=fps)
     progress = Progress(total, f"dreaming {src.name}")
