@@ -88,6 +88,14 @@ def fit_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     return max(16, round(width * s)), max(16, round(height * s))
 
 
+def shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
+    """(H, W, 3) image scaled down so its longer side is at most max_side (None: unchanged)."""
+    w, h = fit_size(image.shape[1], image.shape[0], max_side)
+    if (w, h) == (image.shape[1], image.shape[0]):
+        return image
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
 def render_image(
     src: Path,
     dst: Path,
@@ -98,10 +106,7 @@ def render_image(
     max_side: int | None = None,
 ) -> np.ndarray:
     """Dream one still picture; returns the result (H, W, 3) uint8 RGB and writes it to dst."""
-    image = read_image(src)
-    w, h = fit_size(image.shape[1], image.shape[0], max_side)
-    if (w, h) != (image.shape[1], image.shape[0]):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    image = shrink(read_image(src), max_side)
     dreamer = make_dreamer(model, device)
     progress = Progress(1, f"dreaming {src.name}")
     out = to_image(dreamer.dream(to_tensor(image, device), objective, cfg))
@@ -151,10 +156,7 @@ def render_video(
             ok, bgr = cap.read()
             if not ok:
                 break
-            frame = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-            w, h = fit_size(frame.shape[1], frame.shape[0], max_side)
-            if (w, h) != (frame.shape[1], frame.shape[0]):
-                frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
+            frame = shrink(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_side)
             x = feedback.apply(to_tensor(frame, device), frame, blend, flow=flow)  # (1, 3, H, W)
             x = dreamer.dream(x, objective, cfg)
             feedback.remember(x)
