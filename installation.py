@@ -204,18 +204,17 @@ def cmd_render(args: argparse.Namespace) -> int:
     logger.info(
         "objective %r, %d octaves x %d steps", objective, dream_cfg.octaves, dream_cfg.steps
     )
-    options = {"max_side": args.max_side}
-    if Path(args.input).suffix.lower() not in (
-        ".png",
-        ".jpg",
-        ".jpeg",
-        ".bmp",
-        ".tif",
-        ".tiff",
-        ".webp",
-    ):
-        options.update(blend=args.blend, flow=not args.no_flow)
-    render(args.input, args.output, model, objective, dream_cfg, device, **options)
+    render(
+        args.input,
+        args.output,
+        model,
+        objective,
+        dream_cfg,
+        device,
+        max_side=args.max_side,
+        blend=args.blend,
+        flow=not args.no_flow,
+    )
     logger.info("wrote %s", Path(args.output).resolve())
     return 0
 

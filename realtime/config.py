@@ -133,9 +133,20 @@ class Config:
         return {name: dataclasses.asdict(getattr(self, name)) for name in _sections()}
 
 
-def preset_names() -> list[str]:
-    """Names of the presets in config/ (file stems)."""
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.toml"))
+def preset_names(directory: str | Path | None = None) -> list[str]:
+    """Names of the TOML presets in `directory` (default config/), as file stems."""
+    return sorted(p.stem for p in Path(directory or CONFIG_DIR).glob("*.toml"))
+
+
+def is_plain_name(name: object) -> bool:
+    """Whether `name` is a plain preset or snapshot name: no folders, drives or dot-names."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 200
+        and not any(c in name for c in "/\\:\x00")
+        and not name.startswith(".")
+        and ".." not in name
+    )
 
 
 def preset_path(name: str) -> Path:
@@ -144,7 +155,7 @@ def preset_path(name: str) -> Path:
     Raises:
         ConfigError: the name looks like a path or no such preset exists.
     """
-    if not name or any(c in name for c in "/\\:") or name.startswith(".") or ".." in name:
+    if not is_plain_name(name):
         raise ConfigError(
             f"preset names are plain names, not paths; got {name!r}; "
             f"valid presets: {', '.join(preset_names())}"

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -65,21 +64,6 @@ class RateMeter:
                 "dream_ms": self.dream_ms,
                 "frames": self.frames,
             }
-
-
-def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1] on `device`."""
-    t = torch.from_numpy(np.ascontiguousarray(image))  # (H, W, 3) uint8
-    if device.type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)
-    else:
-        t = t.to(device)
-    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (1, 3, H, W)
-
-
-def to_image(t: torch.Tensor) -> np.ndarray:
-    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8 RGB on the host (the one read-back per frame)."""
-    return (t[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
 
 
 class DreamLoop:

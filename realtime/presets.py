@@ -16,6 +16,7 @@ import numpy as np
 import tomllib
 
 from realtime import config
+from realtime.config import preset_names
 from realtime.params import SPECS, LiveParams, ParamError
 from realtime.slot import Output
 
@@ -36,24 +37,9 @@ class PresetError(ValueError):
 # --- names -------------------------------------------------------------------------------
 
 
-def preset_names(directory: str | Path | None = None) -> list[str]:
-    """Names of the TOML presets in `directory` (default config/)."""
-    return sorted(p.stem for p in Path(directory or config.CONFIG_DIR).glob("*.toml"))
-
-
 def snapshot_names(directory: str | Path) -> list[str]:
     """Names of the snapshot PNGs in `directory` (file stems)."""
     return sorted(p.stem for p in Path(directory).glob("*.png"))
-
-
-def _is_plain_name(name: object) -> bool:
-    return (
-        isinstance(name, str)
-        and 0 < len(name) <= 200
-        and not any(c in name for c in "/\\:\x00")
-        and not name.startswith(".")
-        and ".." not in name
-    )
 
 
 # --- TOML presets ------------------------------------------------------------------------
@@ -144,7 +130,7 @@ def load_preset(
     directory = Path(directory or config.CONFIG_DIR)
     valid = preset_names(directory) + (snapshot_names(snapshot_dir) if snapshot_dir else [])
     listing = f"valid presets: {', '.join(valid) or '(none found)'}"
-    if not _is_plain_name(name):
+    if not config.is_plain_name(name):
         raise PresetError(f"preset names are plain names, not paths; got {name!r}; {listing}")
     stem = name.removesuffix(".toml").removesuffix(".png")
     toml_path = directory / f"{stem}.toml"

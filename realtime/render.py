@@ -15,14 +15,13 @@ import torch
 from realtime.dream import DreamConfig
 from realtime.fastpath import make_dreamer
 from realtime.feedback import Feedback
-from realtime.loop import to_image, to_tensor
 from realtime.models import DreamModel
 from realtime.objectives import Objective
 from realtime.recorder import VideoRecorder
+from realtime.sources import IMAGE_SUFFIXES
+from realtime.transfer import Downloader, Uploader, to_image, to_tensor
 
 logger = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 class RenderError(RuntimeError):
@@ -149,6 +148,7 @@ def render_video(
     total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
     dreamer = make_dreamer(model, device)
     feedback = Feedback(device)
+    upload, download = Uploader(device), Downloader(device)  # buffers reused frame to frame
     recorder = VideoRecorder(dst, fps=fps)
     progress = Progress(total, f"dreaming {src.name}")
     try:
@@ -157,10 +157,10 @@ def render_video(
             if not ok:
                 break
             frame = shrink(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_side)
-            x = feedback.apply(to_tensor(frame, device), frame, blend, flow=flow)  # (1, 3, H, W)
+            x = feedback.apply(upload(frame), frame, blend, flow=flow)  # (1, 3, H, W)
             x = dreamer.dream(x, objective, cfg)
             feedback.remember(x)
-            recorder(to_image(x))
+            recorder(download(x))
             progress.update()
     finally:
         cap.release()
@@ -178,9 +178,16 @@ def render(
     objective: Objective,
     cfg: DreamConfig,
     device: torch.device,
-    **video_options: object,
+    max_side: int | None = None,
+    blend: float = 0.5,
+    flow: bool = True,
 ) -> None:
-    """Dream an image or a video file, choosing by the input's suffix."""
+    """Dream an image or a video file, choosing by the input's suffix.
+
+    Args:
+        max_side: shrink so the longer side is at most this (None: full size).
+        blend, flow: for videos, as in render_video; a still ignores them.
+    """
     src, dst = Path(src), Path(dst)
     if not src.is_file():
         raise RenderError(f"input {str(src)!r} not found")
@@ -190,9 +197,8 @@ def render(
                 f"an image input needs an image output ({', '.join(sorted(IMAGE_SUFFIXES))}),"
                 f" got {str(dst)!r}"
             )
-        max_side = video_options.get("max_side")
-        render_image(src, dst, model, objective, cfg, device, max_side=max_side)  # type: ignore[arg-type]
+        render_image(src, dst, model, objective, cfg, device, max_side=max_side)
     else:
         if dst.suffix.lower() not in (".mp4", ".avi"):
             raise RenderError(f"a video input needs a .mp4 or .avi output, got {str(dst)!r}")
-        render_video(src, dst, model, objective, cfg, device, **video_options)  # type: ignore[arg-type]
+        render_video(src, dst, model, objective, cfg, device, blend, flow, max_side)

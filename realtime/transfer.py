@@ -16,6 +16,24 @@ def _pinned(shape: tuple[int, ...], device: torch.device) -> Tensor:
     return torch.empty(shape, dtype=torch.uint8, pin_memory=device.type == "cuda")
 
 
+# One-shot conversions: the plain reference for the reused buffers below, and for single stills.
+
+
+def to_tensor(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (1, 3, H, W) float32 in [0, 1] on `device`."""
+    t = torch.from_numpy(np.ascontiguousarray(image))  # (H, W, 3) uint8
+    if device.type == "cuda":
+        t = t.pin_memory().to(device, non_blocking=True)
+    else:
+        t = t.to(device)
+    return t.permute(2, 0, 1).unsqueeze(0).float().div_(255.0)  # (1, 3, H, W)
+
+
+def to_image(t: torch.Tensor) -> np.ndarray:
+    """(1, 3, H, W) float in [0, 1] -> (H, W, 3) uint8 RGB on the host."""
+    return (t[0].clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0)).cpu().numpy()
+
+
 class Uploader:
     """(H, W, 3) uint8 RGB numpy frames -> (1, 3, H, W) float32 in [0, 1] on the device.
 

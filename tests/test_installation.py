@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from realtime.dream import activation
-from realtime.loop import to_tensor
 from realtime.sources import DemoSource
+from realtime.transfer import to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = "160x96"

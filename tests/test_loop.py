@@ -12,11 +12,12 @@ import torchvision
 
 from realtime.capture import CaptureThread
 from realtime.dream import activation
-from realtime.loop import DreamLoop, to_tensor
+from realtime.loop import DreamLoop
 from realtime.models import MODEL_NAMES, cache_path
 from realtime.params import LiveParams
 from realtime.slot import Frame, LatestSlot
 from realtime.sources import DemoSource
+from realtime.transfer import to_tensor
 
 SIZE = (160, 96)  # (w, h): small enough for a quick CPU dream, big enough for block10 (1/16)
 

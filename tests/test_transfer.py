@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.loop import to_image, to_tensor
-from realtime.transfer import Downloader, TransferError, Uploader
+from realtime.transfer import Downloader, TransferError, Uploader, to_image, to_tensor
 
 CPU = torch.device("cpu")
 
