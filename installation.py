@@ -118,7 +118,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def _config_from(args: argparse.Namespace):
     """The config file plus --set plus the dedicated flags (flags win)."""
-    from realtime.config import load_config
+    from realtime.control.config import load_config
 
     flags = {
         "model.name": getattr(args, "model", None),
@@ -150,7 +150,7 @@ def _config_from(args: argparse.Namespace):
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from realtime import app
+    from realtime.app import run as app
 
     cfg = _config_from(args)
     _setup_logging(cfg)
@@ -172,10 +172,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_render(args: argparse.Namespace) -> int:
-    from realtime.device import pick_device
-    from realtime.models import load_model
-    from realtime.objectives import build
-    from realtime.render import render
+    from realtime.app.render import render
+    from realtime.engine.device import pick_device
+    from realtime.engine.models import load_model
+    from realtime.engine.objectives import build
 
     cfg = _config_from(args)
     _setup_logging(cfg)
@@ -197,7 +197,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     dream_cfg = replace(cfg.dream, **{k: v for k, v in changes.items() if v is not None})
     target = None
     if cfg.model.target:
-        from realtime.classes import resolve_class
+        from realtime.engine.classes import resolve_class
 
         target = resolve_class(cfg.model.target)
     objective = build(model, layer=cfg.model.layer or model.default_layer, target=target)
@@ -220,7 +220,7 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from realtime.models import model_layers
+    from realtime.engine.models import model_layers
 
     for i, name in enumerate(model_layers(args.model)):
         print(f"{i:3d}  {name}")
@@ -228,7 +228,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_classes(args: argparse.Namespace) -> int:
-    from realtime.classes import search
+    from realtime.engine.classes import search
 
     hits = search(args.query, limit=args.limit)
     if not hits:
@@ -243,21 +243,21 @@ def cmd_classes(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from realtime.bench import main as bench_main
+    from realtime.app.bench import main as bench_main
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return bench_main(args)
 
 
 def cmd_osc_map(args: argparse.Namespace) -> int:
-    from realtime.osc import format_address_table
+    from realtime.control.osc import format_address_table
 
     print(format_address_table())
     return 0
 
 
 def _setup_logging(cfg) -> None:
-    from realtime.logs import setup_logging
+    from realtime.app.logs import setup_logging
 
     setup_logging(cfg.log.level, cfg.log.file)
 

@@ -24,10 +24,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.config import DisplayConfig, parse_size  # noqa: E402
-from realtime.display import DreamWindow  # noqa: E402
-from realtime.params import LiveParams  # noqa: E402
-from realtime.slot import LatestSlot, Output  # noqa: E402
+from realtime.control.config import DisplayConfig, parse_size  # noqa: E402
+from realtime.control.params import LiveParams  # noqa: E402
+from realtime.live.slot import LatestSlot, Output  # noqa: E402
+from realtime.present.display import DreamWindow  # noqa: E402
 
 
 def test_pattern(width: int = 128, height: int = 72) -> np.ndarray:

@@ -49,7 +49,7 @@ def imagenet_categories() -> list[str]:
 @pytest.fixture(scope="session")
 def lite0():
     """The bundled EfficientNet-Lite0 on the CPU, loaded once for the whole session."""
-    from realtime.models import load_model
+    from realtime.engine.models import load_model
 
     model, _ = load_model("efficientnet_lite0")
     return model

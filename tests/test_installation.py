@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.dream import activation
-from realtime.sources import DemoSource
-from realtime.transfer import to_tensor
+from realtime.engine.dream import activation
+from realtime.live.sources import DemoSource
+from realtime.live.transfer import to_tensor
 
 ROOT = Path(__file__).resolve().parent.parent
 SIZE = "160x96"

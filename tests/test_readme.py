@@ -3,8 +3,8 @@
 import re
 from pathlib import Path
 
-from realtime.display import KEYS
-from realtime.osc import format_address_table
+from realtime.control.osc import format_address_table
+from realtime.present.display import KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()

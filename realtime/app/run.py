@@ -1,0 +1,226 @@
+"""The live installation: wires capture, dream loop, display, OSC, recording and logging together."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+
+from realtime.app.logs import StatsLogger
+from realtime.control.config import Config, live_values, parse_size
+from realtime.control.params import LiveParams
+from realtime.engine.device import pick_device
+from realtime.engine.models import MODEL_NAMES, load_model
+from realtime.live.attract import AttractMode
+from realtime.live.capture import CaptureThread
+from realtime.live.loop import DreamLoop
+from realtime.live.recorder import VideoRecorder
+from realtime.live.sources import VideoFileSource, open_source
+from realtime.live.watchdog import Watchdog
+
+logger = logging.getLogger(__name__)
+
+
+WATCHDOG_SECONDS = 5.0  # a dream pass never takes this long, even at 1080p on a CPU at 1 step
+
+
+class AppError(RuntimeError):
+    """The installation could not start."""
+
+
+def display_available() -> bool:
+    """Whether a window can be opened: an X or Wayland display on Linux; always elsewhere."""
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def window_size(dream: tuple[int, int], min_width: int = 960) -> tuple[int, int]:
+    """The window's size: the dream's, scaled up to at least `min_width` (the shader scales)."""
+    w, h = dream
+    return dream if w >= min_width else (min_width, round(min_width * h / w))
+
+
+@dataclass
+class Parts:
+    """The running pieces, so shutdown can stop each one (any thread may read it)."""
+
+    stop: threading.Event = field(default_factory=threading.Event)
+    stoppers: list = field(default_factory=list)  # (name, callable) in the order to call them
+
+    def add(self, name: str, fn) -> None:
+        self.stoppers.append((name, fn))
+
+    def shutdown(self) -> None:
+        """Stop everything, newest first; a part that fails to stop is logged, the rest still stop."""
+        for name, fn in reversed(self.stoppers):
+            try:
+                fn()
+            except Exception as err:  # noqa: BLE001 - shutdown must reach every part
+                logger.error("stopping %s failed: %s", name, err)
+        self.stoppers.clear()
+
+
+def run(
+    cfg: Config, headless: bool = False, frames: int | None = None, snapshot: str | None = None
+) -> int:
+    """Run the installation until the window closes, `frames` outputs are made, or a signal.
+
+    Args:
+        snapshot: a snapshot PNG whose parameters to start from (saved by /dream/snapshot or S).
+
+    Returns:
+        The process exit code.
+    """
+    size = parse_size(cfg.capture.size)
+    device = pick_device(cfg.model.device)
+    model, _reason = load_model(  # load_model logs which model it chose and why
+        None if cfg.model.name == "auto" else cfg.model.name,
+        device=device,
+        weights=cfg.model.weights or None,
+    )
+    params = LiveParams(model.layers, MODEL_NAMES, model.name, live_values(cfg))
+    if not cfg.model.layer:
+        params.set("layer", model.default_layer)
+    if snapshot:
+        from realtime.control.presets import apply_snapshot
+
+        apply_snapshot(snapshot, params, glide=False)
+    snap = params.snapshot()
+    logger.info(
+        "dreaming on %s at %dx%d, layer %s, target %s",
+        device,
+        size[0],
+        size[1],
+        snap.layer,
+        snap.target_name,
+    )
+
+    parts = Parts()
+    _install_signal_handlers(parts.stop)
+    try:
+        source = open_source(cfg.capture.source, size)
+        # A video file plays at its own rate; stills and the demo at the configured pace.
+        pace = None if isinstance(source, VideoFileSource) else cfg.capture.fps
+        capture = CaptureThread(source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout)
+        capture.start()
+        parts.add("capture", capture.stop)
+
+        callbacks = []
+        recorder = None
+        if cfg.record.path:
+            recorder = VideoRecorder(cfg.record.path, fps=cfg.record.fps)
+            callbacks.append(recorder)
+            parts.add("recorder", recorder.close)
+        callbacks.extend(_snapshot_callbacks(cfg, params))
+
+        loop = DreamLoop(
+            capture.slot,
+            params,
+            model,
+            device,
+            base=cfg.dream,
+            callbacks=callbacks,
+            max_frames=frames,
+            weights=cfg.model.weights or None,
+            attract=AttractMode(cfg.attract) if cfg.attract.enabled else None,
+            flow_width=cfg.feedback.flow_width,
+        )
+
+        def stats() -> dict[str, object]:
+            out = loop.stats()
+            out["capture"] = capture.state
+            return out
+
+        loop.start()
+        parts.add("dream loop", loop.stop)
+        watchdog = Watchdog()
+        # The loop's heartbeat moves every pass, frame or not: it stops only if the thread hangs.
+        watchdog.watch("dream loop", lambda: loop.heartbeat, loop.restart, timeout=WATCHDOG_SECONDS)
+        watchdog.start()
+        parts.add("watchdog", watchdog.stop)
+        _start_osc(cfg, params, stats, parts)
+        stats_log = StatsLogger(stats, cfg.log.stats_interval)
+        stats_log.start()
+        parts.add("stats log", stats_log.stop)
+
+        if headless:
+            while not parts.stop.is_set() and not loop.done.is_set():
+                parts.stop.wait(0.2)
+        else:
+            from realtime.present.display import DreamWindow
+
+            window = DreamWindow(
+                loop.outputs,
+                params,
+                cfg.display,
+                stats=stats,
+                on_close=parts.stop.set,
+                size=window_size(size),
+            )
+            # --frames ends a windowed run too: the loop's done event closes the window.
+            threading.Thread(
+                target=lambda: loop.done.wait() and parts.stop.set(),
+                name="frames-done",
+                daemon=True,
+            ).start()
+            window.run(parts.stop)
+        return 0
+    finally:
+        parts.stop.set()
+        parts.shutdown()
+
+
+def _snapshot_callbacks(cfg: Config, params: LiveParams) -> list:
+    from realtime.control.presets import SnapshotSaver
+
+    return [SnapshotSaver(params, cfg.record.snapshot_dir)]
+
+
+def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
+    """Start the OSC server and status sender; a busy port is logged and the show goes on without."""
+    if not cfg.osc.enabled:
+        return
+    from realtime.control.osc import OscServer, StatusSender
+
+    status = None
+    if cfg.osc.status_to:
+        status = StatusSender(params, stats, cfg.osc.status_to, hz=cfg.osc.status_hz)
+        status.start()
+        parts.add("status", status.stop)
+    try:
+        server = OscServer(
+            params,
+            host=cfg.osc.host,
+            port=cfg.osc.port,
+            allow=cfg.osc.allow,
+            status=status,
+            snapshot_dir=cfg.record.snapshot_dir,
+        )
+        server.start()
+    except OSError as err:
+        logger.error(
+            "OSC disabled: %s (listening on %s:%d; free the port or pass --osc-port)",
+            err,
+            cfg.osc.host,
+            cfg.osc.port,
+        )
+        return
+    parts.add("osc", server.stop)
+    logger.info("OSC listening on %s:%d", cfg.osc.host, server.address[1])
+
+
+def _install_signal_handlers(stop: threading.Event) -> None:
+    """SIGINT and SIGTERM ask for a clean stop (recording finalised, camera released)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum, _frame) -> None:
+        logger.info("%s received; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)

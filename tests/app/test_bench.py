@@ -1,0 +1,158 @@
+"""The benchmark: `bench --quick` end to end, row selection, goals, the reference, missing weights."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from realtime.app.bench import (
+    COLUMNS,
+    GOALS,
+    BenchError,
+    NaiveDreamer,
+    Row,
+    default_rows,
+    format_table,
+    get_model,
+    goal_check,
+    random_model,
+    select_rows,
+)
+from realtime.engine import objectives
+from realtime.engine.dream import Dreamer
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBERS = ("dream_ms", "ref_dream_ms", "speedup", "fps", "latency_ms", "latency_p95_ms")
+
+
+def test_quick_bench_prints_the_table_and_writes_the_json(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, "installation.py", "bench", "--quick", "--device", "cpu"]
+    proc = subprocess.run(
+        [*cmd, "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout
+    assert "| " + " | ".join(COLUMNS) + " |" in table
+    assert all(goal in table for goal in GOALS)
+    assert "torch " + torch.__version__ in table
+    data = json.loads(out.read_text())
+    assert data["torch"] == torch.__version__ and data["device"] == "cpu"
+    assert data["device_name"] and data["date"] and data["cpu_cores"] >= 1
+    assert len(data["rows"]) == 2
+    for row in data["rows"]:
+        assert row["model"] == "efficientnet_lite0" and row["weights"] == "pretrained"
+        for key in NUMBERS:
+            assert row[key] > 0, (key, row)
+        assert row["latency_p95_ms"] >= row["latency_ms"]
+        assert row["speedup"] == pytest.approx(row["ref_dream_ms"] / row["dream_ms"])
+        assert f"| {row['size']} | {row['octaves']} x {row['steps']} |" in table
+
+
+def test_cpu_rows_hold_the_cpu_preset_and_googlenet():
+    rows = default_rows("cpu")
+    preset = rows[0]
+    assert (preset.model, preset.size, preset.octaves, preset.steps) == (
+        "efficientnet_lite0",
+        (320, 180),
+        1,
+        1,
+    )
+    assert preset.label == "cpu preset"
+    assert any(r.model == "efficientnet_lite0" and (r.octaves, r.steps) == (2, 2) for r in rows)
+    assert any(r.model == "googlenet" and r.size == (320, 180) for r in rows)
+
+
+def test_gpu_rows_hold_the_goal_configurations():
+    got = {(r.model, r.size, r.octaves, r.steps) for r in default_rows("cuda")}
+    assert ("googlenet", (1280, 720), 2, 2) in got
+    assert ("googlenet", (1920, 1080), 2, 2) in got
+    assert ("efficientnet_lite0", (1280, 720), 2, 2) in got
+    assert any(size == (640, 360) for _, size, _, _ in got)
+
+
+def test_models_and_sizes_options_replace_the_defaults():
+    rows = [Row("googlenet", (1280, 720), 2, 2), Row("googlenet", (640, 360), 2, 2)]
+    picked = select_rows(rows, "VGG16,efficientnet-lite0", "320x180")
+    assert {(r.model, r.size) for r in picked} == {
+        ("vgg16", (320, 180)),
+        ("efficientnet_lite0", (320, 180)),
+    }
+    assert len(picked) == 2  # the two sizes collapse into one: no duplicate rows
+    cpu = select_rows(default_rows("cpu"), "googlenet", None)
+    assert not any(r.label for r in cpu)  # "cpu preset" names Lite0's preset, not GoogLeNet's
+    assert len({(r.size, r.octaves, r.steps, r.threads) for r in cpu}) == len(cpu)
+    with pytest.raises(BenchError, match="valid models"):
+        select_rows(rows, "resnet", None)
+    with pytest.raises(BenchError, match="WxH"):
+        select_rows(rows, None, "big")
+
+
+def test_goals_are_read_against_the_right_rows():
+    hd = Row("googlenet", (1280, 720), 2, 2)
+    good = {"fps": 75.0, "latency_ms": 31.0, "speedup": 5.2}
+    assert goal_check("cuda", hd, good) == "met"
+    slow = {"fps": 41.0, "latency_ms": 62.0, "speedup": 3.0}
+    verdict = goal_check("cuda", hd, slow)
+    assert verdict.startswith("MISSED") and "fps 41.0 >= 60" in verdict
+    assert "latency 62.0 <= 50" in verdict and "speed-up 3.0 >= 4" in verdict
+    assert goal_check("cuda", Row("googlenet", (1920, 1080), 2, 2), {"fps": 31.0, "speedup": 4.5})
+    assert goal_check("cpu", default_rows("cpu")[0], {"fps": 12.0}) == "met"
+    assert goal_check("cpu", default_rows("cpu")[0], {"fps": 8.0}).startswith("MISSED")
+    assert goal_check("cpu", Row("efficientnet_lite0", (320, 180), 2, 2), {"fps": 3.0}) == "-"
+
+
+def test_the_reference_runs_the_full_network_and_finds_the_same_gradient(lite0):
+    calls = []
+    hook = lite0.net._fc.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        img = torch.rand(1, 3, 64, 96)
+        objective = objectives.layer("block6")
+        want = Dreamer(lite0).gradient(img, objective, (3, -4))
+        assert not calls  # the fast paths stop at block6
+        got = NaiveDreamer(lite0).gradient(img, objective, (3, -4))
+        assert calls  # the reference ran all the way to the classifier
+    finally:
+        hook.remove()
+    cosine = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
+    assert cosine > 0.9999
+
+
+def test_missing_weights_skip_a_row_unless_random_weights_are_allowed(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty weights cache
+    monkeypatch.setenv("DREAM_WEIGHTS_BASE_URL", "http://127.0.0.1:9")  # refused: offline
+    model, why = get_model("googlenet", torch.device("cpu"), random_weights=False)
+    assert model is None and why.startswith("skipped:") and "--random-weights" in why
+    model, label = get_model("googlenet", torch.device("cpu"), random_weights=True)
+    assert label == "random weights" and model.name == "googlenet"
+    with torch.no_grad():
+        act = model(torch.rand(1, 3, 64, 64), {"inception4c"})["inception4c"]
+    assert act.shape[1] == 512 and torch.isfinite(act).all() and act.abs().sum() > 0
+    row = {"model": "googlenet", "size": "320x180", "octaves": 2, "steps": 2}
+    table = format_table(
+        {
+            "device": "cpu",
+            "device_name": "x",
+            "torch": "t",
+            "cuda": None,
+            "python": "3",
+            "cpu_cores": 2,
+            "date": "d",
+            "capture_fps": 60.0,
+            "goals": list(GOALS),
+        },
+        [{**row, "weights": "missing", "note": why}],
+    )
+    assert "| googlenet | missing | 320x180 | 2 x 2 | - |" in table and why in table
+
+
+def test_random_weights_build_every_model_on_the_cpu():
+    for name in ("efficientnet_lite0", "vgg16"):
+        model = random_model(name, torch.device("cpu"))
+        assert not any(p.requires_grad for p in model.parameters())
+        assert not model.training

@@ -1,0 +1,89 @@
+"""Config presets, --set overrides, and refusals that list what is valid."""
+
+import pytest
+
+from realtime.control.config import (
+    CONFIG_DIR,
+    ConfigError,
+    live_values,
+    load_config,
+    parse_size,
+    preset_names,
+    preset_path,
+)
+from realtime.control.params import SPECS
+
+
+def test_every_preset_loads_and_its_live_values_are_valid():
+    assert {"default", "cpu", "hq"} <= set(preset_names())
+    for name in preset_names():
+        cfg = load_config(CONFIG_DIR / f"{name}.toml")
+        parse_size(cfg.capture.size)
+        for key, value in live_values(cfg).items():
+            spec = SPECS[key]
+            if spec.kind in ("float", "int"):
+                assert spec.lo <= value <= spec.hi, (name, key, value)
+
+
+def test_a_bare_name_is_a_preset():
+    assert load_config("cpu").model.name == "efficientnet_lite0"
+
+
+def test_set_overrides_parse_toml_values():
+    cfg = load_config(
+        None,
+        [
+            "dream.steps=5",
+            "feedback.flow=false",
+            "model.layer=inception4c",
+            'capture.source="0"',
+            "dream.step_size=1",
+        ],
+    )
+    assert cfg.dream.steps == 5
+    assert cfg.feedback.flow is False
+    assert cfg.model.layer == "inception4c"
+    assert cfg.capture.source == "0"
+    assert cfg.dream.step_size == 1.0 and isinstance(cfg.dream.step_size, float)
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(
+        ConfigError, match=r"unknown key dream.stepz.*valid keys in \[dream\]: steps"
+    ):
+        load_config(None, ["dream.stepz=3"])
+
+
+def test_unknown_section_lists_sections():
+    with pytest.raises(ConfigError, match="valid sections: model, capture"):
+        load_config(None, ["camera.size=3"])
+
+
+def test_wrong_type_is_refused():
+    with pytest.raises(ConfigError, match="dream.steps: expected int, got str"):
+        load_config(None, ["dream.steps=lots"])
+    with pytest.raises(ConfigError, match="expected int, got bool"):
+        load_config(None, ["dream.steps=true"])
+
+
+def test_malformed_set_and_broken_file(tmp_path):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["steps"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dream\nsteps = 2")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("name", ["../default", "/etc/passwd", "a/b", "..", ".hidden", "x:y"])
+def test_preset_names_are_not_paths(name):
+    with pytest.raises(ConfigError, match="valid presets"):
+        preset_path(name)
+
+
+@pytest.mark.parametrize("text", ["640", "0x0", "axb", "99999x10"])
+def test_bad_sizes(text):
+    with pytest.raises(ConfigError, match="WxH"):
+        parse_size(text)

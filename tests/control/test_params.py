@@ -1,0 +1,151 @@
+"""LiveParams: validation, clamping, float indices, glides and thread-safe snapshots."""
+
+import threading
+
+import pytest
+
+from realtime.control.params import SPECS, LiveParams, ParamError
+from realtime.engine.classes import class_names
+
+LAYERS = [
+    "conv1",
+    "conv2",
+    "conv3",
+    "inception3a",
+    "inception3b",
+    "inception4a",
+    "inception4b",
+    "inception4c",
+    "inception4d",
+    "inception4e",
+    "inception5a",
+    "inception5b",
+]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def params():
+    return LiveParams(LAYERS, ["googlenet", "efficientnet_lite0"], "googlenet")
+
+
+def test_layer_by_name_and_float_index(params):
+    assert params.set("layer", "inception4c") == "inception4c"
+    assert params.set("layer", 3.0) == "inception3a"
+    assert params.set("layer", "Inception4E") == "inception4e"  # case forgiven
+    assert params.set("layer", 99.0) == "inception5b"  # clamped to the last layer
+    assert params.snapshot().layer_index == len(LAYERS) - 1
+
+
+def test_unknown_layer_names_valid_ones_and_changes_nothing(params):
+    params.set("layer", "inception4c")
+    with pytest.raises(ParamError, match="valid layers: conv1, conv2"):
+        params.set("layer", "inception9z")
+    assert params.get("layer") == "inception4c"
+
+
+def test_target_by_name_index_and_clear(params):
+    names = class_names()
+    assert names[params.set("target", "jellyfish")] == "jellyfish"
+    assert params.set("target", 945.0) == 945
+    assert params.set("target", -1.0) is None
+    assert params.set("target", 12) == 12
+    assert params.set("target", "none") is None
+    with pytest.raises(ParamError, match="target"):
+        params.set("target", "qqqqzzzz")
+
+
+def test_numbers_are_clamped_and_ints_take_floats(params):
+    assert params.set("feedback", 5.0, glide=False) == SPECS["feedback"].hi
+    assert params.set("steps", -3) == 0
+    assert params.set("steps", 2.6) == 3
+    assert params.set("flow", 0.0) is False
+    assert params.set("flow", "on") is True
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "abc", None, [1]])
+def test_bad_numbers_are_refused(params, bad):
+    before = params.state()
+    with pytest.raises(ParamError):
+        params.set("step_size", bad)
+    assert params.state() == before
+
+
+def test_unknown_parameter_lists_valid(params):
+    with pytest.raises(ParamError, match="valid parameters: layer, target"):
+        params.set("wobble", 1.0)
+
+
+def test_continuous_parameters_glide():
+    clock = FakeClock()
+    p = LiveParams(LAYERS, ["googlenet"], "googlenet", {"glide": 1.0, "feedback": 0.2}, clock=clock)
+    p.set("feedback", 0.2, glide=False)
+    p.set("feedback", 0.8)
+    assert p.snapshot().feedback == pytest.approx(0.2)
+    clock.t += 0.5
+    assert p.snapshot().feedback == pytest.approx(0.5)  # smoothstep is half way at half time
+    clock.t += 0.6
+    assert p.snapshot().feedback == pytest.approx(0.8)
+    assert p.get("feedback") == pytest.approx(0.8)  # the stored value is the end point
+
+
+def test_update_is_all_or_nothing(params):
+    before = params.state()
+    with pytest.raises(ParamError, match="wobble"):
+        params.update({"steps": 5, "wobble": 1})
+    assert params.state() == before
+    params.update({"steps": 5, "octaves": 3})
+    assert (params.get("steps"), params.get("octaves")) == (5, 3)
+
+
+def test_set_layers_keeps_relative_depth(params):
+    params.set("layer", "inception4c")
+    params.set_layers(["stem", "block0", "block1", "block2", "head"], "efficientnet_lite0")
+    snap = params.snapshot()
+    assert snap.model == "efficientnet_lite0"
+    assert snap.layer in ("block1", "block2")
+
+
+def test_counters_and_state_are_plain_types(params):
+    params.request_reset()
+    params.request_snapshot()
+    params.toggle_pause()
+    snap = params.snapshot()
+    assert (snap.reset_count, snap.snapshot_count, snap.paused) == (1, 1, True)
+    for value in params.state().values():
+        assert type(value) in (int, float, str)
+
+
+def test_snapshots_are_consistent_under_concurrent_writes(params):
+    stop = threading.Event()
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            params.set("layer", i % len(LAYERS))
+            i += 1
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        for _ in range(2000):
+            snap = params.snapshot()
+            assert LAYERS[snap.layer_index] == snap.layer
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_a_model_switch_keeps_its_layer_until_the_model_has_loaded(params):
+    params.update({"model": "efficientnet_lite0", "layer": "block10"})
+    assert params.get("model") == "efficientnet_lite0"
+    assert params.get("layer") in LAYERS  # still a layer of the model that is running
+    params.set_layers(["stem", "block9", "block10", "head"], "efficientnet_lite0")
+    assert params.get("layer") == "block10"

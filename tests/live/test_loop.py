@@ -1,0 +1,257 @@
+"""The dream loop: dreams frames, keeps going through faults, switches models without stalling."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from realtime.control.params import LiveParams
+from realtime.engine.dream import activation
+from realtime.engine.models import MODEL_NAMES, cache_path
+from realtime.live.capture import CaptureThread
+from realtime.live.loop import DreamLoop
+from realtime.live.slot import Frame, LatestSlot
+from realtime.live.sources import DemoSource
+from realtime.live.transfer import to_tensor
+
+SIZE = (160, 96)  # (w, h): small enough for a quick CPU dream, big enough for block10 (1/16)
+
+
+@pytest.fixture
+def params(lite0) -> LiveParams:
+    p = LiveParams(lite0.layers, MODEL_NAMES, lite0.name, {"steps": 4, "octaves": 1, "jitter": 4})
+    p.set("layer", lite0.default_layer)
+    return p
+
+
+def demo_frames(n: int) -> list[Frame]:
+    demo = DemoSource(SIZE)
+    demo.open()
+    return [Frame(demo.frame_at(i * 3), time.monotonic(), i) for i in range(n)]
+
+
+def make_loop(lite0, params, **kw) -> DreamLoop:
+    return DreamLoop(LatestSlot(), params, lite0, torch.device("cpu"), **kw)
+
+
+def wait_for(predicate, timeout: float = 30.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_process_dreams_the_frame(lite0, params):
+    loop = make_loop(lite0, params)
+    frame = demo_frames(1)[0]
+    out = loop.process(frame, params.snapshot())
+    assert out.dream.shape == frame.image.shape and out.dream.dtype == np.uint8
+    layer = params.snapshot().layer
+    before = activation(lite0, layer, to_tensor(frame.image, torch.device("cpu")))
+    after = activation(lite0, layer, to_tensor(out.dream, torch.device("cpu")))
+    assert after > 1.25 * before  # the output is dreamed, not the input
+    assert loop.outputs.peek()[1] is out
+
+
+def test_feedback_accumulates_and_reset_clears_it(lite0, params):
+    loop = make_loop(lite0, params)
+    params.set("feedback", 0.9, glide=False)
+    frame = demo_frames(1)[0]
+    layer = params.snapshot().layer
+    gains = []
+    for _ in range(4):  # the same frame again and again: the dream grows with feedback
+        out = loop.process(frame, params.snapshot())
+        gains.append(activation(lite0, layer, to_tensor(out.dream, torch.device("cpu"))))
+    assert gains[-1] > gains[0]
+    params.request_reset()
+    out = loop.process(frame, params.snapshot())
+    after_reset = activation(lite0, layer, to_tensor(out.dream, torch.device("cpu")))
+    assert after_reset < gains[-1]
+
+
+def test_thread_runs_from_a_capture_and_stops_at_max_frames(lite0, params):
+    capture = CaptureThread(DemoSource(SIZE), SIZE, fps=60)
+    seen = []
+    loop = DreamLoop(
+        capture.slot,
+        params,
+        lite0,
+        torch.device("cpu"),
+        max_frames=5,
+        callbacks=[lambda out: seen.append(out.index)],
+    )
+    capture.start()
+    loop.start()
+    try:
+        assert loop.done.wait(60)
+    finally:
+        loop.stop()
+        capture.stop()
+    assert seen == [0, 1, 2, 3, 4]
+    stats = loop.stats()
+    assert stats["frames"] == 5 and stats["latency_ms"] > 0
+
+
+def run_frames(loop: DreamLoop, frames: list[Frame], params: LiveParams, n_out: int) -> None:
+    """Feed frames into the loop's slot one by one until it has published n_out outputs."""
+    loop.start()
+    try:
+        for frame in frames:
+            loop.frames.put(frame)
+            count, errors = loop.outputs.count, loop.errors
+            wait_for(lambda c=count, e=errors: loop.outputs.count > c or loop.errors > e, 20)
+            if loop.outputs.count >= n_out:
+                break
+    finally:
+        loop.stop()
+
+
+def test_a_failing_frame_is_skipped_and_the_loop_goes_on(lite0, params, caplog):
+    loop = make_loop(lite0, params)
+    real = loop._dreamer.dream
+    calls = {"n": 0}
+
+    def flaky(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("injected: a kernel failed")
+        return real(*args, **kw)
+
+    loop._dreamer.dream = flaky
+    run_frames(loop, demo_frames(6), params, n_out=4)
+    assert loop.errors == 1
+    assert loop.outputs.count >= 4
+    assert "injected: a kernel failed" in caplog.text
+
+
+def test_a_broken_callback_does_not_stop_the_show(lite0, params, caplog):
+    def broken(out):
+        raise OSError("disk full")
+
+    loop = make_loop(lite0, params, callbacks=[broken])
+    run_frames(loop, demo_frames(3), params, n_out=3)
+    assert loop.outputs.count == 3
+    assert "disk full" in caplog.text
+
+
+def test_out_of_memory_shrinks_the_dream_and_keeps_the_frame_size(lite0, params, caplog):
+    loop = make_loop(lite0, params)
+    real = loop._dreamer.dream
+
+    def small_only(x, *args, **kw):
+        if x.shape[-1] > 130:  # pretend the GPU cannot hold a 160-px-wide dream
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+        return real(x, *args, **kw)
+
+    loop._dreamer.dream = small_only
+    run_frames(loop, demo_frames(5), params, n_out=3)
+    assert loop.scale == pytest.approx(0.75)
+    assert loop.outputs.count >= 3
+    assert loop.outputs.peek()[1].dream.shape == (SIZE[1], SIZE[0], 3)
+    assert "out of GPU memory dreaming at 160x96" in caplog.text
+    assert "dreaming at 120x72 from now on" in caplog.text
+
+
+def test_a_model_that_fails_to_load_live_keeps_the_old_one(
+    lite0, params, monkeypatch, tmp_path, caplog
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("DREAM_WEIGHTS_BASE_URL", "http://127.0.0.1:9/")  # nothing listens there
+    loop = make_loop(lite0, params)
+    params.set("model", "vgg16")
+    frames = demo_frames(1) * 50
+    loop.start()
+    try:
+        for i, frame in enumerate(frames):
+            loop.frames.put(Frame(frame.image, time.monotonic(), i))
+            time.sleep(0.05)
+            if "could not switch to model vgg16" in caplog.text:
+                break
+    finally:
+        loop.stop()
+    assert "could not switch to model vgg16, keeping efficientnet_lite0" in caplog.text
+    assert loop.model is lite0
+    assert params.get("model") == "efficientnet_lite0"
+    assert params.get("layer") in lite0.layers
+
+
+def test_model_switch_loads_in_the_background_without_stalling(
+    lite0, params, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    path = cache_path("googlenet")
+    path.parent.mkdir(parents=True)
+    net = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=True)
+    torch.save(net.state_dict(), path)  # random weights, in the cache where torchvision keeps them
+    import realtime.live.loop
+
+    real_load = realtime.live.loop.load_model
+
+    def slow_load(*args, **kw):
+        time.sleep(1.5)  # a big model from a slow disk
+        return real_load(*args, **kw)
+
+    monkeypatch.setattr(realtime.live.loop, "load_model", slow_load)
+    loop = make_loop(lite0, params)
+    params.set("model", "googlenet")
+    outputs_while_loading = []
+    frame = demo_frames(1)[0]
+    loop.start()
+    try:
+        for i in range(400):
+            loop.frames.put(Frame(frame.image, time.monotonic(), i))
+            time.sleep(0.03)
+            if loop.model.name == "googlenet":
+                break
+            outputs_while_loading.append(loop.outputs.count)
+        assert wait_for(lambda: loop.model.name == "googlenet", 30)
+        count = loop.outputs.count
+        loop.frames.put(Frame(frame.image, time.monotonic(), 999))
+        assert wait_for(lambda: loop.outputs.count > count, 30)
+    finally:
+        loop.stop()
+    assert outputs_while_loading[-1] > 0  # the old model kept dreaming meanwhile
+    assert params.snapshot().layer in loop.model.layers
+    assert loop.outputs.peek()[1].layer in loop.model.layers
+
+
+def test_restart_replaces_a_hung_dream_thread(lite0, params):
+    loop = make_loop(lite0, params)
+    real = loop._dreamer.dream
+    release = threading.Event()
+    calls = {"n": 0}
+
+    def hangs_once(*args, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            release.wait(30)  # a driver call that never returns
+        return real(*args, **kw)
+
+    loop._dreamer.dream = hangs_once
+    frames = demo_frames(4)
+    loop.start()
+    try:
+        loop.frames.put(frames[0])
+        assert wait_for(lambda: calls["n"] == 1, 10)
+        beat = loop.heartbeat
+        time.sleep(0.3)
+        assert loop.heartbeat == beat  # stuck: the watchdog would see no pulse
+        stuck = loop._thread
+        loop.restart()
+        for frame in frames[1:]:
+            loop.frames.put(frame)
+            time.sleep(0.2)
+        assert wait_for(lambda: loop.outputs.count >= 1, 30)
+        assert loop.heartbeat > beat
+    finally:
+        release.set()
+        loop.stop()
+    stuck.join(30)  # the abandoned thread finishes its frame, sees it was replaced, and ends
+    assert not stuck.is_alive()
