@@ -10,7 +10,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-COMMANDS = ("run", "render", "layers", "classes", "bench", "osc-map")
+COMMANDS = ("run", "render", "layers", "classes", "bench", "osc-map", "settings")
+# A still is dreamed once, so it can afford what a frame cannot: more steps and octaves.
+RENDER_DREAM = {"steps": 8, "octaves": 4}
 DEMO_FRAMES = 90  # frames recorded by a run with no display and no --frames: 3 s at 30 fps
 DEMO_RECORDING = "out/demo.mp4"
 
@@ -39,6 +41,28 @@ def _dream_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-file", help="also log to this rotating file")
 
 
+def _knob_flags(p: argparse.ArgumentParser, section: str, defaults: dict) -> None:
+    """A flag per knob of a config section (--steps, --step-size, ...), from the knob table."""
+    from realtime.knobs import knobs_of, sections
+
+    for k in knobs_of(sections()[section]):
+        default = defaults.get(k.name, k.default)
+        p.add_argument(
+            "--" + k.name.replace("_", "-"),
+            dest=f"knob_{section}_{k.name}",
+            type={bool: _flag_bool, int: int, float: float}.get(k.type, str),
+            metavar=k.range_text().replace(" ", ""),
+            help=f"{k.doc} (default {default})",
+        )
+
+
+def _flag_bool(text: str) -> bool:
+    word = text.strip().lower()
+    if word not in ("true", "false", "1", "0", "on", "off"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return word in ("true", "1", "on")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="installation.py",
@@ -64,16 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("input")
     render.add_argument("output")
     _dream_options(render)
-    render.add_argument(
-        "--steps", type=int, default=8, help="gradient steps per octave (default 8)"
-    )
-    render.add_argument("--octaves", type=int, default=4, help="pyramid scales (default 4)")
-    render.add_argument("--octave-scale", type=float, help="size ratio between octaves")
-    render.add_argument(
-        "--step-size", type=float, help="gradient step, fraction of the pixel range"
-    )
-    render.add_argument("--jitter", type=int, help="random shift in pixels")
-    render.add_argument("--grad-norm", choices=("mean", "smooth", "laplacian"))
+    _knob_flags(render, "dream", RENDER_DREAM)
     render.add_argument("--max-side", type=int, help="shrink so the longer side is at most this")
     render.add_argument(
         "--blend",
@@ -107,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("osc-map", help="print the OSC address reference")
+    sub.add_parser("settings", help="print every config key with its range, default and effect")
     return parser
 
 
@@ -138,6 +154,10 @@ def _config_from(args: argparse.Namespace):
     }
     if getattr(args, "fullscreen", False):
         flags["display.fullscreen"] = True
+    for name, value in vars(args).items():  # flags generated from the knob table
+        if name.startswith("knob_"):
+            section, _, key = name.removeprefix("knob_").partition("_")
+            flags[f"{section}.{key}"] = value
     overrides = list(args.set)
     for key, value in flags.items():
         if value is None:
@@ -177,6 +197,9 @@ def cmd_render(args: argparse.Namespace) -> int:
     from realtime.engine.models import load_model
     from realtime.engine.objectives import build
 
+    for key, value in RENDER_DREAM.items():  # the still defaults, unless a flag says otherwise
+        if getattr(args, f"knob_dream_{key}") is None:
+            setattr(args, f"knob_dream_{key}", value)
     cfg = _config_from(args)
     _setup_logging(cfg)
     device = pick_device(cfg.model.device)
@@ -186,15 +209,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         weights=cfg.model.weights or None,
     )
     logger.info("%s", reason)
-    changes = {
-        "steps": args.steps,
-        "octaves": args.octaves,
-        "octave_scale": args.octave_scale,
-        "step_size": args.step_size,
-        "jitter": args.jitter,
-        "grad_norm": args.grad_norm,
-    }
-    dream_cfg = replace(cfg.dream, **{k: v for k, v in changes.items() if v is not None})
+    dream_cfg = cfg.dream
     target = None
     if cfg.model.target:
         from realtime.engine.classes import resolve_class
@@ -256,6 +271,13 @@ def cmd_osc_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_settings(args: argparse.Namespace) -> int:
+    from realtime.control.config import settings_table
+
+    print(settings_table())
+    return 0
+
+
 def _setup_logging(cfg) -> None:
     from realtime.app.logs import setup_logging
 
@@ -273,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "classes": cmd_classes,
         "bench": cmd_bench,
         "osc-map": cmd_osc_map,
+        "settings": cmd_settings,
     }[args.command]
     try:
         return handler(args)

@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from realtime.control.config import DisplayConfig, parse_size  # noqa: E402
 from realtime.control.params import LiveParams  # noqa: E402
+from realtime.knobs import DisplayConfig, parse_size  # noqa: E402
 from realtime.live.slot import LatestSlot, Output  # noqa: E402
 from realtime.present.display import DreamWindow  # noqa: E402
 

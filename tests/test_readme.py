@@ -25,3 +25,9 @@ def test_osc_table_matches_the_server():
 def test_every_key_is_documented():
     for key, action in KEYS:
         assert f"| {key} | {action} |" in README
+
+
+def test_settings_table_matches_the_knobs():
+    from realtime.control.config import settings_table
+
+    assert settings_table(markdown=True) in README

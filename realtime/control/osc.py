@@ -12,21 +12,20 @@ import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from pythonosc.dispatcher import Dispatcher
 from pythonosc.osc_server import BlockingOSCUDPServer
 
 from realtime.control import presets
 from realtime.control.oscpacket import PacketError, parse_packet
-from realtime.control.params import SPECS, LiveParams, ParamError
+from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.control.status import ERROR_ADDRESS, PERIODIC, STATS, STATUS_PREFIX, StatusSender
+from realtime.knobs import Knob
 
 __all__ = ["OscError", "OscServer", "StatusSender", "address_table", "format_address_table"]
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/dream/"
-# Parameters with an address of their own: /dream/pause toggles with no argument.
-_ACTION_PARAMS = ("paused",)
+PATTERN_CHARS = "*?[]{}"  # OSC address pattern syntax, refused (exact addresses only)
 _TRIGGERS = ("reset", "snapshot", "sync")
 MAX_SHOWN = 400  # characters of a refusal shown in the log and sent as /dream/status/error
 
@@ -58,30 +57,40 @@ class _LogLimiter:
             self._suppressed += 1
 
 
-class _Dispatcher(Dispatcher):
-    """python-osc's Dispatcher (mapping, address patterns), fed by the strict parser."""
+class _Router:
+    """Exact-address dispatch for the strict parser's messages.
+
+    OSC address patterns (`*`, `?`, `[...]`, `{...}`) are refused, not matched: our addresses
+    are fixed, and a pattern matcher costs time that grows with the pattern (python-osc turns
+    each `*` into a regular expression run against every address), so one crafted packet could
+    stall the server. With a dict lookup no packet costs more than its parsing.
+    """
 
     def __init__(
         self,
         on_malformed: Callable[[tuple, bytes, PacketError], None],
-        on_unmatched: Callable[..., None],
+        on_unmatched: Callable[[tuple, str, tuple], None],
     ) -> None:
-        super().__init__(strict_timing=False)  # bundles with future time tags apply at once
+        self.routes: dict[str, Callable[[tuple, str, tuple], None]] = {}
         self._on_malformed = on_malformed
         self._on_unmatched = on_unmatched
 
+    def map(self, address: str, handler: Callable[[tuple, str, tuple], None]) -> None:
+        self.routes[address] = handler
+
     def call_handlers_for_packet(self, data: bytes, client_address: tuple) -> list:
+        """Called by the server for each datagram (python-osc's dispatcher interface)."""
         try:
             messages = parse_packet(data)
         except PacketError as err:
             self._on_malformed(client_address, data, err)
             return []
         for message in messages:
-            handlers = list(self.handlers_for_address(message.address))
-            if not handlers:  # unknown address, or a pattern python-osc cannot compile
-                self._on_unmatched(client_address, message.address, *message)
-            for handler in handlers:
-                handler.invoke(client_address, message)
+            handler = self.routes.get(message.address)
+            if handler is None:
+                self._on_unmatched(client_address, message.address, tuple(message))
+            else:
+                handler(client_address, message.address, tuple(message))
         return []  # handlers never reply to the sender: status goes to the status target
 
 
@@ -147,7 +156,7 @@ class OscServer:
         self._malformed = _LogLimiter(burst=5, period=10.0)
         self._blocked = _LogLimiter(burst=5, period=60.0)
         self._failed = _LogLimiter(burst=5, period=60.0)  # a handler raised: a bug, with traceback
-        self.dispatcher = _Dispatcher(self._on_malformed, self._on_unknown)
+        self.dispatcher = _Router(self._on_malformed, self._on_unknown)
         self._map_addresses()
         try:
             self._server = _UDPServer((host, port), self.dispatcher, self._admit, self._on_error)
@@ -227,10 +236,15 @@ class OscServer:
 
     def _refuse(self, client: tuple, address: str, reason: str) -> None:
         self.refused += 1
+        self._tell(client, address, reason, logging.WARNING, "refused")
+
+    def _tell(self, client: tuple, address: str, reason: str, level: int, verb: str) -> None:
+        """Log (rate-limited) and send /dream/status/error: why a message was refused or
+        changed on the way in."""
         text = f"{address[:MAX_SHOWN]}: {reason}"
         if len(text) > MAX_SHOWN:  # a huge string argument must not become a huge log line
             text = text[: MAX_SHOWN - 25] + f"... ({len(text)} chars)"
-        self._refused.log(logging.WARNING, "OSC from %s refused: %s", client[0], text)
+        self._refused.log(level, "OSC from %s %s: %s", client[0], verb, text)
         if self._status is not None:
             self._status.error(text)
 
@@ -238,13 +252,12 @@ class OscServer:
 
     def _map_addresses(self) -> None:
         d = self.dispatcher
-        for name in SPECS:
-            if name not in _ACTION_PARAMS:
-                d.map(PREFIX + name, self._on_param, name, needs_reply_address=True)
-        d.map(PREFIX + "pause", self._on_pause, needs_reply_address=True)
-        d.map(PREFIX + "preset", self._on_preset, needs_reply_address=True)
+        for name, spec in KNOBS.items():
+            d.map(PREFIX + name, functools.partial(self._on_param, spec))
+        d.map(PREFIX + "pause", self._on_pause)
+        d.map(PREFIX + "preset", self._on_preset)
         for name in _TRIGGERS:
-            d.map(PREFIX + name, self._on_trigger, name, needs_reply_address=True)
+            d.map(PREFIX + name, functools.partial(self._on_trigger, name))
 
     def _one_value(self, client: tuple, address: str, args: tuple, expected: str) -> object:
         """The single number or string argument, or None after refusing the message."""
@@ -260,20 +273,22 @@ class OscServer:
             return None
         return value
 
-    def _on_param(self, client: tuple, address: str, fixed: list, *args: object) -> None:
-        spec = SPECS[fixed[0]]
-        value = self._one_value(client, address, args, _osc_type(spec.kind))
+    def _on_param(self, spec: Knob, client: tuple, address: str, args: tuple) -> None:
+        value = self._one_value(client, address, args, _osc_type(spec))
         if value is None:
             return
         try:
-            stored = self._params.set(spec.name, value)
+            stored = self._params.set(spec.live, value)
         except ParamError as err:
             self._refuse(client, address, str(err))
             return
         self.applied += 1
-        logger.debug("OSC %s %r -> %s = %r", address, value, spec.name, stored)
+        logger.debug("OSC %s %r -> %s = %r", address, value, spec.live, stored)
+        if spec.numeric and _outside(spec, value):  # applied, clamped: say so, as faders overshoot
+            reason = f"{value!r} clamped to {stored!r} (range {spec.range_text()})"
+            self._tell(client, address, reason, logging.INFO, "clamped")
 
-    def _on_pause(self, client: tuple, address: str, *args: object) -> None:
+    def _on_pause(self, client: tuple, address: str, args: tuple) -> None:
         if not args:
             self.applied += 1
             logger.info(
@@ -291,7 +306,7 @@ class OscServer:
         self.applied += 1
         logger.info("OSC %s: %s", address, "paused" if paused else "resumed")
 
-    def _on_trigger(self, client: tuple, address: str, fixed: list, *args: object) -> None:
+    def _on_trigger(self, action: str, client: tuple, address: str, args: tuple) -> None:
         if args:
             value = self._one_value(client, address, args, "nothing, or 1 to fire")
             if value is None:
@@ -305,7 +320,6 @@ class OscServer:
                 return
             if number < 0.5:
                 return  # a button's release (0) from an OSC Out CHOP: nothing to do
-        action = fixed[0]
         if action == "reset":
             self._params.request_reset()
         elif action == "snapshot":
@@ -318,7 +332,7 @@ class OscServer:
         self.applied += 1
         logger.info("OSC %s", address)
 
-    def _on_preset(self, client: tuple, address: str, *args: object) -> None:
+    def _on_preset(self, client: tuple, address: str, args: tuple) -> None:
         name = self._one_value(client, address, args, "a preset name")
         if name is None:
             return
@@ -332,7 +346,12 @@ class OscServer:
             return
         self.applied += 1
 
-    def _on_unknown(self, client: tuple, address: str, *args: object) -> None:
+    def _on_unknown(self, client: tuple, address: str, args: tuple) -> None:
+        if any(c in address for c in PATTERN_CHARS):
+            self._refuse(
+                client, address, "address patterns are not supported; send the exact address"
+            )
+            return
         close = difflib.get_close_matches(address, _input_addresses(), n=1)
         hint = f"did you mean {close[0]}? " if close else ""
         self._refuse(
@@ -348,32 +367,36 @@ def _input_addresses() -> tuple[str, ...]:
     return tuple(row["address"] for row in address_table() if row["direction"] == "in")
 
 
-def _osc_type(kind: str) -> str:
-    return {"layer": "s|i|f", "target": "s|i|f", "model": "s", "float": "f"}.get(kind, "f|i")
+def _osc_type(spec: Knob) -> str:
+    if spec.kind in ("layer", "target"):
+        return "s|i|f"
+    if spec.kind == "model":
+        return "s"
+    return "f" if spec.type is float else "f|i"
 
 
-def _default_text(name: str, default: object) -> str:
-    if default is None:
-        return {"layer": "model's default", "target": "none", "model": "from config"}[name]
-    return str(int(default)) if isinstance(default, bool) else str(default)
+def _outside(spec: Knob, value: object) -> bool:
+    """Whether a number sent for `spec` lies outside its range (it was clamped)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return (spec.lo is not None and number < spec.lo) or (spec.hi is not None and number > spec.hi)
+
+
+def _default_text(spec: Knob) -> str:
+    if spec.kind:
+        return {"layer": "model's default", "target": "none", "model": "from config"}[spec.kind]
+    return str(int(spec.default)) if isinstance(spec.default, bool) else str(spec.default)
 
 
 def address_table() -> list[dict[str, str]]:
     """The OSC reference: one row per address with direction, type, range, default and effect."""
     rows = []
-    for spec in SPECS.values():
-        if spec.name in _ACTION_PARAMS:
-            continue
+    for name, spec in KNOBS.items():
         doc = spec.doc + (" (glides)" if spec.glide else "")
         rows.append(
-            _row(
-                "in",
-                PREFIX + spec.name,
-                _osc_type(spec.kind),
-                spec.range_text,
-                _default_text(spec.name, spec.default),
-                doc,
-            )
+            _row("in", PREFIX + name, _osc_type(spec), spec.range_text(), _default_text(spec), doc)
         )
     rows += [
         _row(

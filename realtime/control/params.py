@@ -1,20 +1,37 @@
 """The live parameters: one validated, clamped, thread-safe store that OSC, keys and presets write.
 
-Writers (the OSC thread, the window's key handlers, preset loading) call
-`LiveParams.set`; the dream loop takes one consistent `Snapshot` per frame and
-the display takes one per draw. Continuous parameters glide to a new value
-over `glide` seconds instead of jumping, so a fader move never pops.
+Writers (the OSC thread, the window's key handlers, preset loading) call `LiveParams.set`; the
+dream loop takes one consistent `Snapshot` per frame and the display takes one per draw. The
+parameters are the knobs of realtime.knobs that carry a `live` name, plus `paused`; numbers are
+clamped into their knob's range (a fader overshooting is normal) except where `strict` asks
+for a refusal (a preset file or snapshot). Continuous parameters glide to a new value over
+`glide` seconds instead of jumping, so a fader move never pops.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
+from realtime.control.config import Config
 from realtime.engine.classes import ClassLookupError, class_names, resolve_class
+from realtime.knobs import (
+    ControlConfig,
+    DisplayConfig,
+    DreamConfig,
+    FeedbackConfig,
+    Knob,
+    live_knobs,
+)
+
+KNOBS: dict[str, Knob] = live_knobs()  # live name -> knob
+# Every live parameter name, for messages and the OSC map: the knobs, and pause.
+NAMES: tuple[str, ...] = (*KNOBS, "paused")
+CLEAR_WORDS = ("", "none", "off", "clear")  # a target set to one of these is cleared
 
 
 class ParamError(ValueError):
@@ -22,116 +39,25 @@ class ParamError(ValueError):
 
 
 @dataclass(frozen=True)
-class ParamSpec:
-    """How one live parameter is validated, and what it does (this table is the OSC reference)."""
-
-    name: str
-    kind: str  # "float" | "int" | "bool" | "layer" | "target" | "model"
-    default: object
-    lo: float | None = None  # lower clamp for numbers
-    hi: float | None = None  # upper clamp for numbers
-    glide: bool = False  # glides to new values instead of jumping
-    doc: str = ""
-
-    @property
-    def range_text(self) -> str:
-        if self.kind in ("float", "int"):
-            return f"{self.lo:g}..{self.hi:g}"
-        return {
-            "bool": "0 or 1",
-            "layer": "name or index",
-            "target": "name, index 0-999, or none/-1",
-            "model": "name",
-        }[self.kind]
-
-
-_SPECS = (
-    ParamSpec(
-        "layer",
-        "layer",
-        None,
-        doc="layer to dream at: a name, or an index into the model's layer list",
-    ),
-    ParamSpec("target", "target", None, doc="ImageNet class to dream towards; 'none' or -1 clears"),
-    ParamSpec(
-        "model",
-        "model",
-        None,
-        doc="network: googlenet, vgg16 or efficientnet_lite0 (loads in the background)",
-    ),
-    ParamSpec(
-        "steps", "int", 2, 0, 20, doc="gradient steps per octave each frame (0 = no dreaming)"
-    ),
-    ParamSpec("octaves", "int", 2, 1, 6, doc="number of pyramid scales dreamed each frame"),
-    ParamSpec("octave_scale", "float", 1.4, 1.1, 2.0, doc="size ratio between octaves"),
-    ParamSpec(
-        "step_size", "float", 0.02, 0.0, 0.2, True, "gradient step, fraction of the pixel range"
-    ),
-    ParamSpec(
-        "jitter",
-        "int",
-        16,
-        0,
-        64,
-        doc="random shift in pixels before each step (hides grid artefacts)",
-    ),
-    ParamSpec(
-        "feedback",
-        "float",
-        0.6,
-        0.0,
-        0.98,
-        True,
-        "share of the previous dreamed output kept each frame",
-    ),
-    ParamSpec("flow", "bool", True, doc="warp the feedback along the camera's optical flow"),
-    ParamSpec(
-        "zoom", "float", 1.0, 0.9, 1.1, True, "feedback zoom per frame (>1 zooms in: infinite zoom)"
-    ),
-    ParamSpec("rotate", "float", 0.0, -5.0, 5.0, True, "feedback rotation in degrees per frame"),
-    ParamSpec("mix", "float", 1.0, 0.0, 1.0, True, "display crossfade: 0 camera, 1 dream"),
-    ParamSpec("brightness", "float", 0.0, -1.0, 1.0, True, "display brightness offset"),
-    ParamSpec("contrast", "float", 1.0, 0.0, 2.0, True, "display contrast gain"),
-    ParamSpec("saturation", "float", 1.0, 0.0, 2.0, True, "display saturation gain"),
-    ParamSpec(
-        "glide",
-        "float",
-        0.25,
-        0.0,
-        10.0,
-        doc="seconds continuous parameters take to reach a new value",
-    ),
-    ParamSpec("paused", "bool", False, doc="freeze the dream (the display keeps the last output)"),
-)
-SPECS: dict[str, ParamSpec] = {s.name: s for s in _SPECS}
-
-
-@dataclass(frozen=True)
 class Snapshot:
-    """One consistent view of every live parameter, taken once per frame."""
+    """One consistent view of every live parameter, taken once per frame.
 
+    The sections hold the live values (glides evaluated at the moment of the snapshot) on top
+    of the configuration's other settings, so each part reads its own section as it is.
+    """
+
+    dream: DreamConfig
+    feedback: FeedbackConfig
+    display: DisplayConfig
     layer: str
     layer_index: int
     target: int | None  # ImageNet class index, None for no class target
     target_name: str  # "none" when no target
     model: str
-    steps: int
-    octaves: int
-    octave_scale: float
-    step_size: float
-    jitter: int
-    feedback: float
-    flow: bool
-    zoom: float
-    rotate: float
-    mix: float
-    brightness: float
-    contrast: float
-    saturation: float
-    glide: float
+    glide: float  # seconds
     paused: bool
     reset_count: int  # bumps on each reset request; the loop clears feedback when it changes
-    snapshot_count: int  # bumps on each snapshot request; the recorder side saves a PNG
+    snapshot_count: int  # bumps on each snapshot request; the snapshot callback saves a PNG
     version: int  # bumps on every change
 
 
@@ -172,41 +98,76 @@ class LiveParams:
         model: str,
         initial: Mapping[str, object] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        base: Mapping[str, object] | None = None,
     ) -> None:
         """Args:
         layers: the current model's dreamable layers, shallow to deep.
         models: the model names that may be switched to.
         model: the current model's name.
-        initial: starting values by parameter name (validated like `set`).
+        initial: starting values by parameter name (validated like `update(strict=True)`).
         clock: seconds, monotonic; tests pass a fake one.
+        base: the configuration's sections by name ("dream", "feedback", "display"), whose
+            settings that are not live the snapshots carry; defaults where not given.
         """
+        base = dict(base or {})
+        self._base = {
+            "dream": base.get("dream") or DreamConfig(),
+            "feedback": base.get("feedback") or FeedbackConfig(),
+            "display": base.get("display") or DisplayConfig(),
+            "control": base.get("control") or ControlConfig(),
+        }
         # Guards every field below: values, glides, counters and the layer list.
         self._lock = threading.Lock()
         self._clock = clock
         self._layers = tuple(layers)
         self._models = tuple(models)
-        self._values: dict[str, object] = {s.name: s.default for s in _SPECS}
+        self._values: dict[str, object] = {}
+        for name, spec in KNOBS.items():
+            section = self._base.get(spec.section)
+            self._values[name] = getattr(section, spec.name) if section else spec.default
         self._values["model"] = model
         self._values["layer"] = self._layers[len(self._layers) // 2]
-        self._glides = {s.name: _Glide(float(s.default)) for s in _SPECS if s.glide}
+        self._values["target"] = None
+        self._values["paused"] = False
+        self._glides = {
+            name: _Glide(float(self._values[name])) for name, spec in KNOBS.items() if spec.glide
+        }
         self._pending_layer: str | None = None  # asked for with a model switch, applied on load
         self._reset_count = 0
         self._snapshot_count = 0
         self._version = 0
         if initial:
-            self.update(initial, glide=False)
+            self.update(initial, glide=False, strict=True)
+
+    @classmethod
+    def from_config(
+        cls, cfg: Config, layers: Sequence[str], models: Sequence[str], model: str
+    ) -> LiveParams:
+        """The live parameters a configuration starts with, for a loaded model.
+
+        Raises:
+            ParamError: the configured layer or target does not exist (the message lists
+                what does).
+        """
+        initial: dict[str, object] = {}
+        if cfg.model.layer:
+            initial["layer"] = cfg.model.layer
+        if cfg.model.target:
+            initial["target"] = cfg.model.target
+        base = {name: getattr(cfg, name) for name in ("dream", "feedback", "display", "control")}
+        return cls(layers, models, model, initial, base=base)
 
     # --- writing -------------------------------------------------------------------------
 
-    def set(self, name: str, value: object, glide: bool = True) -> object:
+    def set(self, name: str, value: object, glide: bool = True, strict: bool = False) -> object:
         """Validate, clamp and store one parameter.
 
         Args:
-            name: a name from SPECS.
-            value: a number, bool or string; integer and choice parameters also
-                take floats (TouchDesigner sends every channel as a float).
-            glide: continuous parameters glide there over `glide` seconds;
-                False jumps at once.
+            name: a name from NAMES.
+            value: a number, bool or string; integer and choice parameters also take floats
+                (TouchDesigner sends every channel as a float).
+            glide: continuous parameters glide there over `glide` seconds; False jumps at once.
+            strict: refuse a number out of range instead of clamping it.
 
         Returns:
             The value as stored (after clamping and name resolution).
@@ -214,19 +175,14 @@ class LiveParams:
         Raises:
             ParamError: unknown name or unusable value; nothing is changed.
         """
-        spec = SPECS.get(name)
-        if spec is None:
-            raise ParamError(f"unknown parameter {name!r}; valid parameters: {', '.join(SPECS)}")
+        stored = self._resolve(name, value, strict)
         with self._lock:
-            stored = self._coerce(spec, value)
-            self._values[name] = stored
-            if spec.glide:
-                seconds = float(self._values["glide"]) if glide else 0.0
-                self._glides[name].go(float(stored), self._clock(), seconds)
-            self._version += 1
+            self._store(name, stored, glide)
             return stored
 
-    def update(self, values: Mapping[str, object], glide: bool = True) -> dict[str, object]:
+    def update(
+        self, values: Mapping[str, object], glide: bool = True, strict: bool = False
+    ) -> dict[str, object]:
         """Set several parameters at once (a preset); all are checked before any is stored.
 
         Raises:
@@ -237,26 +193,26 @@ class LiveParams:
             switching = (
                 "model" in values and str(values["model"]).strip().lower() != self._values["model"]
             )
+        pending = None
         if switching and "layer" in values:
             # The new model's layers are unknown until it loads: keep the layer for set_layers.
-            with self._lock:
-                self._pending_layer = str(values.pop("layer"))
-        errors = []
+            pending = str(values.pop("layer"))
+        resolved, errors = {}, []
         for name, value in values.items():
-            spec = SPECS.get(name)
-            if spec is None:
-                errors.append(f"unknown parameter {name!r}")
-                continue
             try:
-                with self._lock:
-                    self._coerce(spec, value)
+                resolved[name] = self._resolve(name, value, strict)
             except ParamError as err:
                 errors.append(str(err))
         if errors:
-            raise ParamError("; ".join(errors) + f" (valid parameters: {', '.join(SPECS)})")
+            raise ParamError("; ".join(errors) + f" (valid parameters: {', '.join(NAMES)})")
         # Layer before model would be checked against the old model's layers: callers that
         # switch models call set_layers first, then update.
-        return {name: self.set(name, value, glide) for name, value in values.items()}
+        with self._lock:
+            if pending is not None:
+                self._pending_layer = pending
+            for name, stored in resolved.items():
+                self._store(name, stored, glide)
+        return resolved
 
     def set_layers(self, layers: Sequence[str], model: str) -> None:
         """Switch to a new model's layer list, keeping the layer if the new model has it.
@@ -315,8 +271,7 @@ class LiveParams:
 
     def get(self, name: str) -> object:
         """The stored value (a glide's end point, not the value on the way)."""
-        if name not in SPECS:
-            raise ParamError(f"unknown parameter {name!r}; valid parameters: {', '.join(SPECS)}")
+        _check_name(name)
         with self._lock:
             return self._values[name]
 
@@ -327,117 +282,153 @@ class LiveParams:
             v = dict(self._values)
             for name, g in self._glides.items():
                 v[name] = g.at(now)
-            target = v["target"]
-            return Snapshot(
-                layer=str(v["layer"]),
-                layer_index=self._layers.index(str(v["layer"])),
-                target=target,
-                target_name="none" if target is None else class_names()[target],
-                reset_count=self._reset_count,
-                snapshot_count=self._snapshot_count,
-                version=self._version,
-                **{
-                    f.name: v[f.name]
-                    for f in fields(Snapshot)
-                    if f.name in v and f.name not in ("layer", "target")
-                },
-            )
+            layer_index = self._layers.index(str(v["layer"]))
+            counts = (self._reset_count, self._snapshot_count, self._version)
+        changes: dict[str, dict[str, object]] = {}
+        for name, spec in KNOBS.items():
+            if spec.section in self._base:
+                changes.setdefault(spec.section, {})[spec.name] = v[name]
+        sections = {s: dataclasses.replace(self._base[s], **c) for s, c in changes.items()}
+        target = v["target"]
+        return Snapshot(
+            dream=sections["dream"],
+            feedback=sections["feedback"],
+            display=sections["display"],
+            layer=str(v["layer"]),
+            layer_index=layer_index,
+            target=target,
+            target_name="none" if target is None else class_names()[target],
+            model=str(v["model"]),
+            glide=float(v["glide"]),
+            paused=bool(v["paused"]),
+            reset_count=counts[0],
+            snapshot_count=counts[1],
+            version=counts[2],
+        )
 
     def state(self) -> dict[str, object]:
         """Every stored value as plain floats, ints and strings (for status, sync and presets)."""
-        snap = self.snapshot()
         with self._lock:
-            out: dict[str, object] = {}
-            for spec in _SPECS:
-                value = self._values[spec.name]
-                if spec.kind == "target":
-                    value = "none" if value is None else class_names()[value]
-                elif spec.kind == "bool":
-                    value = int(bool(value))
-                out[spec.name] = value
-            out["layer_index"] = snap.layer_index
-            out["target_index"] = -1 if snap.target is None else snap.target
-            return out
+            values = dict(self._values)
+            layer_index = self._layers.index(str(values["layer"]))
+        out: dict[str, object] = {}
+        for name in NAMES:
+            value = values[name]
+            if name == "target":
+                value = "none" if value is None else class_names()[value]
+            elif isinstance(value, bool):
+                value = int(value)
+            out[name] = value
+        out["layer_index"] = layer_index
+        out["target_index"] = -1 if values["target"] is None else values["target"]
+        return out
 
-    # --- validation (called with the lock held) -------------------------------------------
+    # --- validation ------------------------------------------------------------------------
 
-    def _coerce(self, spec: ParamSpec, value: object) -> object:
+    def _store(self, name: str, stored: object, glide: bool) -> None:
+        """Store a resolved value; the lock must be held."""
+        self._values[name] = stored
+        if name in self._glides:
+            seconds = float(self._values["glide"]) if glide else 0.0
+            self._glides[name].go(float(stored), self._clock(), seconds)
+        self._version += 1
+
+    def _resolve(self, name: str, value: object, strict: bool) -> object:
+        """The value to store for `name`, or ParamError. Runs without the lock (class-name
+        search and all), taking it only to read the layer and model lists."""
+        _check_name(name)
+        if name == "paused":
+            return _as_bool(name, value)
+        spec = KNOBS[name]
         if spec.kind == "layer":
-            return self._coerce_layer(value)
+            with self._lock:
+                layers, model = self._layers, self._values["model"]
+            return _resolve_layer(value, layers, str(model))
         if spec.kind == "target":
-            return self._coerce_target(value)
+            return _resolve_target(value)
         if spec.kind == "model":
-            name = str(value).strip().lower()
-            if name not in self._models:
+            word = str(value).strip().lower()
+            if word not in self._models:
                 raise ParamError(
                     f"unknown model {value!r}; valid models: {', '.join(self._models)}"
                 )
-            return name
-        if spec.kind == "bool":
-            if isinstance(value, str):
-                word = value.strip().lower()
-                if word in ("1", "true", "on", "yes"):
-                    return True
-                if word in ("0", "false", "off", "no"):
-                    return False
-                raise ParamError(f"{spec.name}: expected 0/1, true/false or on/off, got {value!r}")
-            number = _number(spec, value)
-            return number >= 0.5
+            return word
+        if spec.type is bool:
+            return _as_bool(name, value)
         number = _number(spec, value)
-        number = min(max(number, float(spec.lo)), float(spec.hi))
-        return int(round(number)) if spec.kind == "int" else number
+        if strict and (
+            (spec.lo is not None and number < spec.lo) or (spec.hi is not None and number > spec.hi)
+        ):
+            raise ParamError(f"{name} = {value!r} is out of range; valid: {spec.range_text()}")
+        return spec.clamp(number)
 
-    def _coerce_layer(self, value: object) -> str:
-        if isinstance(value, str):
-            text = value.strip()
-            try:
-                value = float(text)
-            except ValueError:
-                for name in self._layers:
-                    if name.lower() == text.lower():
-                        return name
-                raise ParamError(
-                    f"unknown layer {text!r} for {self._values['model']}; valid layers: "
-                    f"{', '.join(self._layers)} (or an index 0-{len(self._layers) - 1})"
-                ) from None
-        index = int(round(_number(SPECS["layer"], value)))
-        return self._layers[min(max(index, 0), len(self._layers) - 1)]
 
-    def _coerce_target(self, value: object) -> int | None:
-        if value is None:
-            return None
-        if isinstance(value, str) and value.strip().lower() in ("", "none", "off", "clear"):
-            return None
-        if not isinstance(value, str):
-            number = _number(SPECS["target"], value)
-            if number < 0:
-                return None
-            value = min(int(round(number)), len(class_names()) - 1)
+def _check_name(name: str) -> None:
+    if name not in NAMES:
+        raise ParamError(f"unknown parameter {name!r}; valid parameters: {', '.join(NAMES)}")
+
+
+def _as_bool(name: str, value: object) -> bool:
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("1", "true", "on", "yes"):
+            return True
+        if word in ("0", "false", "off", "no"):
+            return False
+        raise ParamError(f"{name}: expected 0/1, true/false or on/off, got {value!r}")
+    return _number(KNOBS.get(name), value, name) >= 0.5
+
+
+def _resolve_layer(value: object, layers: tuple[str, ...], model: str) -> str:
+    if isinstance(value, str):
+        text = value.strip()
         try:
-            return resolve_class(value)
-        except ClassLookupError as err:
-            raise ParamError(f"target: {err}") from err
+            value = float(text)
+        except ValueError:
+            for name in layers:
+                if name.lower() == text.lower():
+                    return name
+            raise ParamError(
+                f"unknown layer {text!r} for {model}; valid layers: "
+                f"{', '.join(layers)} (or an index 0-{len(layers) - 1})"
+            ) from None
+    index = int(round(_number(KNOBS["layer"], value)))
+    return layers[min(max(index, 0), len(layers) - 1)]
 
 
-def _number(spec: ParamSpec, value: object) -> float:
+def _resolve_target(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in CLEAR_WORDS:
+        return None
+    if not isinstance(value, str):
+        number = _number(KNOBS["target"], value)
+        if number < 0:
+            return None
+        value = min(int(round(number)), len(class_names()) - 1)
+    try:
+        return resolve_class(value)
+    except ClassLookupError as err:
+        raise ParamError(f"target: {err}") from err
+
+
+def _number(spec: Knob | None, value: object, name: str = "") -> float:
     """A finite float from an int, float, bool or numeric string."""
+    name = spec.live if spec is not None else name
+    valid = spec.range_text() if spec is not None else "0 or 1"
     if isinstance(value, str):
         try:
             value = float(value.strip())
         except ValueError:
-            raise ParamError(
-                f"{spec.name}: expected a number ({spec.range_text}), got {value!r}"
-            ) from None
+            raise ParamError(f"{name}: expected a number ({valid}), got {value!r}") from None
     if not isinstance(value, (int, float)):  # numpy scalars are numbers.Real but not these
         try:
             value = float(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise ParamError(
-                f"{spec.name}: expected a number ({spec.range_text}), got {type(value).__name__}"
+                f"{name}: expected a number ({valid}), got {type(value).__name__}"
             ) from None
     number = float(value)
     if not math.isfinite(number):
-        raise ParamError(
-            f"{spec.name}: expected a finite number ({spec.range_text}), got {value!r}"
-        )
+        raise ParamError(f"{name}: expected a finite number ({valid}), got {value!r}")
     return number

@@ -17,8 +17,7 @@ import tomllib
 
 from realtime.control import config
 from realtime.control.config import preset_names
-from realtime.control.params import SPECS, LiveParams, ParamError
-from realtime.live.slot import Output
+from realtime.control.params import KNOBS, NAMES, LiveParams, ParamError
 
 logger = logging.getLogger(__name__)
 
@@ -45,30 +44,6 @@ def snapshot_names(directory: str | Path) -> list[str]:
 # --- TOML presets ------------------------------------------------------------------------
 
 
-class _SectionProbe:
-    """Stands in for a config section: reading attribute `key` gives ("section", "key")."""
-
-    def __init__(self, section: str) -> None:
-        self._section = section
-
-    def __getattr__(self, key: str) -> tuple[str, str]:
-        return (self._section, key)
-
-
-class _ConfigProbe:
-    def __getattr__(self, section: str) -> _SectionProbe:
-        return _SectionProbe(section)
-
-
-def live_sources() -> dict[str, tuple[str, str]]:
-    """The config (section, key) that feeds each live value.
-
-    Read off realtime.control.config.live_values itself (run on a probe whose every field
-    names itself), so this mapping cannot drift from it.
-    """
-    return config.live_values(_ConfigProbe())  # type: ignore[arg-type, return-value]
-
-
 def preset_values(path: str | Path) -> dict[str, object]:
     """The live values a TOML file sets: only the keys it names, so a small file changes little.
 
@@ -89,17 +64,16 @@ def preset_values(path: str | Path) -> dict[str, object]:
         cfg = config.build_config(raw, source=path.name)
     except config.ConfigError as err:
         raise PresetError(f"preset {path.name!r} refused: {err}") from err
-    sources = live_sources()
-    out = {
-        name: value
-        for name, value in config.live_values(cfg).items()
-        if sources[name][1] in raw.get(sources[name][0], {})
-    }
-    model = raw.get("model", {})
-    if model.get("target") == "":
-        out["target"] = None
-    if model.get("name", "auto") != "auto":
-        out["model"] = cfg.model.name
+    out: dict[str, object] = {}
+    for name, spec in KNOBS.items():
+        if spec.name not in raw.get(spec.section, {}):
+            continue
+        value = getattr(getattr(cfg, spec.section), spec.name)
+        if spec.kind == "layer" and value == "":
+            continue  # "" keeps the layer that is playing
+        if spec.kind == "model" and value == "auto":
+            continue  # auto is a start-up choice, not a switch
+        out[name] = None if spec.kind == "target" and value == "" else value
     return out
 
 
@@ -142,7 +116,7 @@ def load_preset(
     else:
         raise PresetError(f"no preset named {name!r}; {listing}")
     try:
-        applied = params.update(values, glide=glide)
+        applied = params.update(values, glide=glide, strict=True)
     except ParamError as err:
         raise PresetError(f"preset {name!r} not applied: {err}") from err
     logger.info("preset %s applied: %s", stem, ", ".join(f"{k}={v}" for k, v in applied.items()))
@@ -255,7 +229,7 @@ def snapshot_values(path: str | Path) -> dict[str, object]:
     return {
         name: value
         for name, value in read_snapshot_params(path).items()
-        if name in SPECS and name not in NOT_RESTORED
+        if name in NAMES and name not in NOT_RESTORED
     }
 
 
@@ -266,39 +240,6 @@ def apply_snapshot(path: str | Path, params: LiveParams, glide: bool = True) -> 
         PresetError: unreadable snapshot, or values the parameters refuse (nothing changes).
     """
     try:
-        return params.update(snapshot_values(path), glide=glide)
+        return params.update(snapshot_values(path), glide=glide, strict=True)
     except ParamError as err:
         raise PresetError(f"snapshot {Path(path).name!r} not applied: {err}") from err
-
-
-class SnapshotSaver:
-    """Per-frame callback that saves the dreamed output when a snapshot was requested.
-
-    It compares LiveParams' snapshot counter with the one it last saw, so any number
-    of requests between two frames give one PNG. Call it from one thread only (the
-    dream loop calls its callbacks on the dream thread); encoding takes a few ms,
-    only on frames that save.
-    """
-
-    def __init__(self, params: LiveParams, directory: str | Path) -> None:
-        self._params = params
-        self.directory = Path(directory)
-        self._seen = params.snapshot().snapshot_count  # requests before now are not ours
-        self.last_path: Path | None = None  # the newest PNG written
-        self.saved = 0  # how many PNGs were written
-
-    def __call__(self, output: Output) -> Path | None:
-        """Save `output.dream` if a snapshot was requested since the last call; returns its path."""
-        count = self._params.snapshot().snapshot_count
-        if count == self._seen:
-            return None
-        self._seen = count
-        try:
-            path = save_snapshot(output.dream, self._params.state(), self.directory)
-        except PresetError as err:
-            logger.error("snapshot not saved: %s", err)
-            return None
-        self.last_path = path
-        self.saved += 1
-        logger.info("snapshot saved: %s", path)
-        return path

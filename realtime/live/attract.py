@@ -10,8 +10,8 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from realtime.control.config import AttractConfig
 from realtime.control.params import Snapshot
+from realtime.knobs import AttractConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,10 @@ class AttractMode:
         level = self.update(image)
         if level <= 0.0:
             return snap
-        cfg = self.config
-        return replace(
-            snap,
-            feedback=snap.feedback + (cfg.feedback - snap.feedback) * level,
-            zoom=snap.zoom + (cfg.zoom - snap.zoom) * level,
+        cfg, fb = self.config, snap.feedback
+        deeper = replace(
+            fb,
+            amount=fb.amount + (cfg.feedback - fb.amount) * level,
+            zoom=fb.zoom + (cfg.zoom - fb.zoom) * level,
         )
+        return replace(snap, feedback=deeper)

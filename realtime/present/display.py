@@ -302,10 +302,11 @@ class DreamWindow:
             program = self._program
             program.use()
             program["scale"] = letterbox(self._texture.frame_size, (fb_w, fb_h))
-            program["mix_amount"] = snap.mix
-            program["brightness"] = snap.brightness
-            program["contrast"] = snap.contrast
-            program["saturation"] = snap.saturation
+            look = snap.display
+            program["mix_amount"] = look.mix
+            program["brightness"] = look.brightness
+            program["contrast"] = look.contrast
+            program["saturation"] = look.saturation
             self._texture.bind(0)
             self._quad.draw(gl.GL_TRIANGLE_STRIP)
             program.stop()

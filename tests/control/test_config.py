@@ -5,24 +5,18 @@ import pytest
 from realtime.control.config import (
     CONFIG_DIR,
     ConfigError,
-    live_values,
     load_config,
-    parse_size,
     preset_names,
     preset_path,
 )
-from realtime.control.params import SPECS
+from realtime.knobs import KnobError, parse_size
 
 
-def test_every_preset_loads_and_its_live_values_are_valid():
-    assert {"default", "cpu", "hq"} <= set(preset_names())
+def test_every_preset_loads():
+    assert {"default", "cpu", "hq", "gallery"} <= set(preset_names())
     for name in preset_names():
         cfg = load_config(CONFIG_DIR / f"{name}.toml")
         parse_size(cfg.capture.size)
-        for key, value in live_values(cfg).items():
-            spec = SPECS[key]
-            if spec.kind in ("float", "int"):
-                assert spec.lo <= value <= spec.hi, (name, key, value)
 
 
 def test_a_bare_name_is_a_preset():
@@ -37,14 +31,14 @@ def test_set_overrides_parse_toml_values():
             "feedback.flow=false",
             "model.layer=inception4c",
             'capture.source="0"',
-            "dream.step_size=1",
+            "feedback.zoom=1",
         ],
     )
     assert cfg.dream.steps == 5
     assert cfg.feedback.flow is False
     assert cfg.model.layer == "inception4c"
     assert cfg.capture.source == "0"
-    assert cfg.dream.step_size == 1.0 and isinstance(cfg.dream.step_size, float)
+    assert cfg.feedback.zoom == 1.0 and isinstance(cfg.feedback.zoom, float)
 
 
 def test_unknown_key_lists_valid_keys():
@@ -60,9 +54,12 @@ def test_unknown_section_lists_sections():
 
 
 def test_wrong_type_is_refused():
-    with pytest.raises(ConfigError, match="dream.steps: expected int, got str"):
+    with pytest.raises(
+        ConfigError,
+        match=r"dream.steps: expected an integer in 0..20, got 'lots' \(--set dream.steps=lots\)",
+    ):
         load_config(None, ["dream.steps=lots"])
-    with pytest.raises(ConfigError, match="expected int, got bool"):
+    with pytest.raises(ConfigError, match="expected an integer in 0..20, got True"):
         load_config(None, ["dream.steps=true"])
 
 
@@ -85,5 +82,5 @@ def test_preset_names_are_not_paths(name):
 
 @pytest.mark.parametrize("text", ["640", "0x0", "axb", "99999x10"])
 def test_bad_sizes(text):
-    with pytest.raises(ConfigError, match="WxH"):
+    with pytest.raises(KnobError, match="WxH"):
         parse_size(text)

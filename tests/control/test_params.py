@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from realtime.control.params import SPECS, LiveParams, ParamError
+from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.engine.classes import class_names
 
 LAYERS = [
@@ -63,7 +63,7 @@ def test_target_by_name_index_and_clear(params):
 
 
 def test_numbers_are_clamped_and_ints_take_floats(params):
-    assert params.set("feedback", 5.0, glide=False) == SPECS["feedback"].hi
+    assert params.set("feedback", 5.0, glide=False) == KNOBS["feedback"].hi
     assert params.set("steps", -3) == 0
     assert params.set("steps", 2.6) == 3
     assert params.set("flow", 0.0) is False
@@ -79,7 +79,7 @@ def test_bad_numbers_are_refused(params, bad):
 
 
 def test_unknown_parameter_lists_valid(params):
-    with pytest.raises(ParamError, match="valid parameters: layer, target"):
+    with pytest.raises(ParamError, match="valid parameters: model, layer, target"):
         params.set("wobble", 1.0)
 
 
@@ -88,11 +88,11 @@ def test_continuous_parameters_glide():
     p = LiveParams(LAYERS, ["googlenet"], "googlenet", {"glide": 1.0, "feedback": 0.2}, clock=clock)
     p.set("feedback", 0.2, glide=False)
     p.set("feedback", 0.8)
-    assert p.snapshot().feedback == pytest.approx(0.2)
+    assert p.snapshot().feedback.amount == pytest.approx(0.2)
     clock.t += 0.5
-    assert p.snapshot().feedback == pytest.approx(0.5)  # smoothstep is half way at half time
+    assert p.snapshot().feedback.amount == pytest.approx(0.5)  # smoothstep is half way at half time
     clock.t += 0.6
-    assert p.snapshot().feedback == pytest.approx(0.8)
+    assert p.snapshot().feedback.amount == pytest.approx(0.8)
     assert p.get("feedback") == pytest.approx(0.8)  # the stored value is the end point
 
 

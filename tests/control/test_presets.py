@@ -1,7 +1,6 @@
 """Presets from TOML files and snapshot PNGs that carry their parameters."""
 
 import json
-import logging
 
 import cv2
 import numpy as np
@@ -12,15 +11,12 @@ from realtime.control.params import LiveParams
 from realtime.control.presets import (
     SNAPSHOT_KEY,
     PresetError,
-    SnapshotSaver,
     apply_snapshot,
-    live_sources,
     load_preset,
     preset_names,
     read_snapshot_params,
     save_snapshot,
 )
-from realtime.live.slot import Output
 
 LAYERS = [
     "conv1", "conv2", "conv3", "inception3a", "inception3b", "inception4a", "inception4b",
@@ -77,7 +73,7 @@ def test_a_preset_sets_layer_target_model_and_flags(params, presets_dir):
     assert state["layer"] == "inception5a"
     assert state["target"] == "jellyfish"
     assert state["zoom"] == pytest.approx(1.02) and state["flow"] == 0
-    assert params.snapshot().mix == pytest.approx(0.5)  # glide=False: there at once
+    assert params.snapshot().display.mix == pytest.approx(0.5)  # glide=False: there at once
     load_preset("clear", params, directory=presets_dir)  # target = "" clears it
     assert params.state()["target"] == "none"
 
@@ -120,15 +116,6 @@ def test_the_shipped_presets_load(params):
     load_preset("hq", params)
     params.set_layers(LAYERS, "googlenet")  # the loop, once GoogLeNet has loaded
     assert (params.get("model"), params.get("layer")) == ("googlenet", "inception4c")
-
-
-def test_live_sources_name_real_config_keys():
-    from realtime.control.config import load_config
-
-    cfg = load_config()
-    for name, (section, key) in live_sources().items():
-        assert hasattr(getattr(cfg, section), key), (name, section, key)
-    assert live_sources()["feedback"] == ("feedback", "amount")
 
 
 # --- snapshots --------------------------------------------------------------------------
@@ -200,31 +187,3 @@ def test_save_snapshot_refuses_wrong_images(params, tmp_path):
         save_snapshot(np.zeros((8, 8), np.uint8), params.state(), tmp_path)
     with pytest.raises(PresetError, match="uint8"):
         save_snapshot(np.zeros((8, 8, 3), np.float32), params.state(), tmp_path)
-
-
-def _output(index: int) -> Output:
-    img = picture()
-    return Output(dream=img, camera=img, index=index, capture_ts=0.0, done_ts=0.01)
-
-
-def test_snapshot_saver_saves_once_per_request(params, tmp_path):
-    params.request_snapshot()  # before the saver existed: not its business
-    saver = SnapshotSaver(params, tmp_path / "shots")
-    assert saver(_output(0)) is None
-    params.request_snapshot()
-    params.request_snapshot()  # two requests between frames give one PNG
-    path = saver(_output(1))
-    assert path is not None and path.is_file() and saver.saved == 1
-    assert saver(_output(2)) is None
-    assert read_snapshot_params(path) == params.state()
-    assert len(list((tmp_path / "shots").glob("*.png"))) == 1
-
-
-def test_snapshot_saver_survives_an_unwritable_directory(params, tmp_path, caplog):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a directory")
-    saver = SnapshotSaver(params, blocker / "shots")
-    params.request_snapshot()
-    with caplog.at_level(logging.ERROR, logger="realtime.control.presets"):
-        assert saver(_output(0)) is None
-    assert any("snapshot not saved" in r.getMessage() for r in caplog.records)

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from realtime.control.config import AttractConfig
 from realtime.control.params import LiveParams
+from realtime.knobs import AttractConfig
 from realtime.live.attract import AttractMode
 
 
@@ -39,7 +39,7 @@ def test_engages_on_still_source_and_releases_on_motion():
         clock.t += 1 / 30
         out = attract.modulate(snap, image)
     assert attract.engaged and attract.level == 1.0
-    assert out.feedback == 0.95 and out.zoom == 1.01
+    assert out.feedback.amount == 0.95 and out.feedback.zoom == 1.01
 
     levels = []
     for image in frames(True, 15, rng):  # motion: fades back over fade_seconds

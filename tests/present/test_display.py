@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from realtime.control.config import DisplayConfig
 from realtime.control.params import LiveParams
+from realtime.knobs import DisplayConfig
 from realtime.live.slot import LatestSlot, Output
 from realtime.present.display import KEYS, DisplayError, DreamWindow, pick_screen
 from realtime.present.gl import SHADER_DIR, build_program, letterbox, load_program
@@ -346,7 +346,7 @@ def test_bad_screen_index_logs_screens_and_uses_screen_0(make_window, caplog):
 RUN_SCRIPT = textwrap.dedent(
     """
     import threading, time, numpy as np
-    from realtime.control.config import DisplayConfig
+    from realtime.knobs import DisplayConfig
     from realtime.present.display import DreamWindow
     from realtime.control.params import LiveParams
     from realtime.live.slot import LatestSlot, Output

@@ -1,0 +1,404 @@
+"""The knob table: every setting declared once, with its type, range, unit, default and doc.
+
+Each config section is a frozen dataclass whose fields are declared with `knob(...)`. From
+these declarations come the TOML and `--set` validation (a value out of range is refused with
+the range), the live parameters that OSC, keys and presets change (`live=` names them; OSC
+clamps into the same range), the `osc-map` reference and the README's tables.
+
+This module imports nothing else from the package, so every layer may use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+MODEL_NAMES = ("googlenet", "vgg16", "efficientnet_lite0")  # the dreamable networks
+GRAD_NORMS = ("mean", "smooth", "laplacian")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEVICES = ("auto", "cuda", "mps", "cpu")
+MAX_SIDE = 7680  # px; 8K UHD width, the largest frame any part is asked to handle
+
+
+class KnobError(ValueError):
+    """A setting's value is refused; the message names the setting and what is valid."""
+
+
+def parse_size(text: object) -> tuple[int, int]:
+    """ "640x360" -> (640, 360).
+
+    Raises:
+        KnobError: not WxH with both between 16 and MAX_SIDE.
+    """
+    w, sep, h = str(text).lower().partition("x")
+    try:
+        size = (int(w), int(h))
+    except ValueError:
+        size = None
+    if not sep or size is None or not all(16 <= s <= MAX_SIDE for s in size):
+        raise KnobError(f"expected a size WxH such as 640x360 (16..{MAX_SIDE} each), got {text!r}")
+    return size
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One setting: what it is, what values it takes, and whether it can be played live."""
+
+    default: Any
+    lo: float | None = None  # inclusive bounds for numbers
+    hi: float | None = None
+    doc: str = ""
+    unit: str = ""  # "px", "s", "deg", ... ("" for plain numbers and words)
+    choices: tuple[str, ...] = ()  # the valid words for a choice setting
+    live: str = ""  # the live parameter name (OSC /dream/<live>); "" = set at start only
+    glide: bool = False  # live changes glide over `control.glide` seconds instead of jumping
+    kind: str = ""  # live names that are not numbers: "layer" | "target" | "model"
+    check: Callable[[Any], object] | None = None  # extra format check (raises KnobError)
+    section: str = ""  # filled in by table()
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def type(self) -> type:
+        """bool, int, float, str or tuple, from the default."""
+        return type(self.default)
+
+    @property
+    def numeric(self) -> bool:
+        return self.type in (int, float)
+
+    def range_text(self) -> str:
+        """The valid values in words, as messages and the reference tables show them."""
+        if self.kind:
+            return {
+                "layer": "name or index",
+                "target": "name, index 0-999, or none/-1",
+                "model": "name",
+            }[self.kind]
+        if self.choices:
+            return " | ".join(self.choices)
+        if self.type is bool:
+            return "0 or 1"
+        if self.numeric and self.lo is not None and self.hi is not None:
+            unit = f" {self.unit}" if self.unit else ""
+            return f"{_num(self.lo)}..{_num(self.hi)}{unit}"
+        return "text" if self.type is str else "list"
+
+    def validate(self, value: object) -> object:
+        """The value as stored (ints accepted where floats are wanted), or KnobError."""
+        t = self.type
+        what = f"{self.key}: expected "
+        if t is bool:
+            if not isinstance(value, bool):
+                raise KnobError(f"{what}true or false, got {value!r}")
+            return value
+        if t in (int, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok and t is int and value != int(value):
+                ok = False
+            if not ok or not math.isfinite(value):
+                kind = "an integer" if t is int else "a number"
+                raise KnobError(f"{what}{kind} in {self.range_text()}, got {value!r}")
+            if (self.lo is not None and value < self.lo) or (
+                self.hi is not None and value > self.hi
+            ):
+                raise KnobError(
+                    f"{self.key} = {value!r} is out of range; valid: {self.range_text()}"
+                )
+            return t(value)
+        if t is tuple:
+            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+                return tuple(value)
+            raise KnobError(f"{what}a list of strings, got {value!r}")
+        if not isinstance(value, str):
+            raise KnobError(f"{what}a string, got {type(value).__name__} {value!r}")
+        if self.choices and value not in self.choices:
+            valid = " | ".join(self.choices)
+            raise KnobError(f"{self.key} = {value!r} is not valid; valid: {valid}")
+        if self.check is not None:
+            try:
+                self.check(value)
+            except KnobError as err:
+                raise KnobError(f"{self.key}: {err}") from err
+        return value
+
+    def clamp(self, number: float) -> float | int:
+        """A number forced into the range (live faders clamp where files are refused)."""
+        if self.lo is not None:
+            number = max(number, self.lo)
+        if self.hi is not None:
+            number = min(number, self.hi)
+        return int(round(number)) if self.type is int else float(number)
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"
+
+
+def knob(default: Any, lo: float | None = None, hi: float | None = None, doc: str = "", **kw: Any):
+    """Declare a section field: `steps: int = knob(2, 0, 20, "gradient steps ...", live="steps")`."""
+    spec = Knob(default, lo, hi, doc, **kw)
+    return field(default=default, metadata={"knob": spec})
+
+
+_SECTIONS: dict[str, type[Section]] = {}  # section name -> class, in declaration order
+
+
+class Section:
+    """Base of every config section: each field is a knob, checked on creation and on replace.
+
+    Subclasses are frozen dataclasses declared with their section's name:
+    `@dataclass(frozen=True) class DreamConfig(Section, section="dream")`.
+    """
+
+    SECTION: ClassVar[str] = ""
+
+    def __init_subclass__(cls, section: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.SECTION = section
+        _SECTIONS[section] = cls
+
+    def __post_init__(self) -> None:
+        for spec in knobs_of(type(self)):
+            object.__setattr__(self, spec.name, spec.validate(getattr(self, spec.name)))
+
+
+def knobs_of(cls: type[Section]) -> Iterator[Knob]:
+    """The knobs of one section, in declaration order, with section and name filled in."""
+    for f in dataclasses.fields(cls):
+        yield dataclasses.replace(f.metadata["knob"], section=cls.SECTION, name=f.name)
+
+
+def sections() -> dict[str, type[Section]]:
+    """Section name -> dataclass, in the order the config file lists them."""
+    return dict(_SECTIONS)
+
+
+def table() -> list[Knob]:
+    """Every knob of every section."""
+    return [spec for cls in _SECTIONS.values() for spec in knobs_of(cls)]
+
+
+def live_knobs() -> dict[str, Knob]:
+    """Live parameter name -> its knob, for the knobs OSC, keys and presets may change."""
+    return {spec.live: spec for spec in table() if spec.live}
+
+
+# ---- the sections --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModelConfig(Section, section="model"):
+    """Which network dreams, and towards what."""
+
+    name: str = knob(
+        "auto",
+        doc="network: googlenet, vgg16 or efficientnet_lite0 (loads in the background); auto: "
+        "GoogLeNet if its weights can be had, else the bundled EfficientNet-Lite0",
+        choices=("auto", *MODEL_NAMES),
+        live="model",
+        kind="model",
+    )
+    layer: str = knob(
+        "",
+        doc="layer to dream at: a name, or an index into the model's layer list; "
+        "empty: the model's classic layer",
+        live="layer",
+        kind="layer",
+    )
+    target: str = knob(
+        "",
+        doc="ImageNet class to dream towards (name or index); 'none', -1 or empty clears",
+        live="target",
+        kind="target",
+    )
+    weights: str = knob("", doc="weights file for an offline machine; empty: cache or download")
+    device: str = knob(
+        "auto", doc="where the dream runs; auto: cuda, then mps, then cpu", choices=DEVICES
+    )
+
+
+@dataclass(frozen=True)
+class CaptureConfig(Section, section="capture"):
+    """Where frames come from and at what size they are dreamed."""
+
+    source: str = knob("demo", doc="camera index (0), video or image path, stream URL, or demo")
+    size: str = knob(
+        "640x360", doc="frame size WxH; frames are scaled to it on capture", check=parse_size
+    )
+    fps: float = knob(
+        30.0, 1, 240, "pace of files, stills and the demo (cameras run at their own)", unit="fps"
+    )
+    stall_timeout: float = knob(
+        2.0, 0.1, 60, "time without a frame before a live source is reopened", unit="s"
+    )
+
+
+@dataclass(frozen=True)
+class DreamConfig(Section, section="dream"):
+    """How hard and at which scales to dream."""
+
+    steps: int = knob(
+        2, 0, 20, "gradient steps per octave each frame (0 = no dreaming)", live="steps"
+    )
+    octaves: int = knob(2, 1, 6, "number of pyramid scales dreamed each frame", live="octaves")
+    octave_scale: float = knob(1.4, 1.1, 2.0, "size ratio between octaves", live="octave_scale")
+    step_size: float = knob(
+        0.02, 0.0, 0.2, "gradient step, fraction of the pixel range", live="step_size", glide=True
+    )
+    jitter: int = knob(
+        16, 0, 64, "random shift before each step (hides grid artefacts)", unit="px", live="jitter"
+    )
+    grad_norm: str = knob(
+        "mean",
+        doc="gradient conditioning: mean (divide by mean |g|), smooth (blur first: softer "
+        "strokes) or laplacian (equalise each Laplacian band: cleaner detail)",
+        choices=GRAD_NORMS,
+    )
+    # Above 8 px the blur kernel grows past what any frame needs (and its memory with it).
+    smooth_sigma: float = knob(
+        1.0, 0.1, 8.0, "Gaussian sigma of the smooth gradient blur", unit="px"
+    )
+    laplacian_levels: int = knob(
+        4, 1, 8, "bands for laplacian; more evens out coarser structure too"
+    )
+    # The networks downsample by 32: smaller octaves leave nothing to dream on.
+    min_size: int = knob(
+        32, 16, 512, "octaves whose shorter side would be smaller are skipped", unit="px"
+    )
+
+
+@dataclass(frozen=True)
+class FeedbackConfig(Section, section="feedback"):
+    """How much of the previous dreamed output each new frame keeps, and how it moves."""
+
+    # 0.98, not 1: at 1 the camera never comes back and the picture freezes.
+    amount: float = knob(
+        0.6,
+        0.0,
+        0.98,
+        "share of the previous dreamed output kept each frame",
+        live="feedback",
+        glide=True,
+    )
+    flow: bool = knob(True, doc="warp the feedback along the camera's optical flow", live="flow")
+    # 160 px costs ~1 ms a frame on one CPU core (DIS ultrafast) and people's motion in a room
+    # is smooth at that scale; DIS gives sub-pixel flow, so even at 640 px it stays within a pixel.
+    flow_width: int = knob(160, 16, 4096, "width the optical flow is computed at", unit="px")
+    # Beyond 10% per frame the picture is gone in a few frames.
+    zoom: float = knob(
+        1.0,
+        0.9,
+        1.1,
+        "feedback zoom per frame (>1 zooms in: infinite zoom)",
+        live="zoom",
+        glide=True,
+    )
+    rotate: float = knob(
+        0.0, -5.0, 5.0, "feedback rotation per frame", unit="deg", live="rotate", glide=True
+    )
+
+
+@dataclass(frozen=True)
+class DisplayConfig(Section, section="display"):
+    """The window and its shader."""
+
+    fullscreen: bool = knob(False, doc="fill the chosen screen")
+    screen: int = knob(0, 0, 15, "which monitor (0-based) for fullscreen")
+    vsync: bool = knob(True, doc="sync buffer swaps to the display refresh (no tearing)")
+    hide_cursor: bool = knob(False, doc="hide the mouse pointer over the window")
+    hud: bool = knob(False, doc="show fps, layer, target and latency at start (key H toggles)")
+    mix: float = knob(1.0, 0.0, 1.0, "display crossfade: 0 camera, 1 dream", live="mix", glide=True)
+    brightness: float = knob(
+        0.0, -1.0, 1.0, "display brightness offset", live="brightness", glide=True
+    )
+    contrast: float = knob(1.0, 0.0, 2.0, "display contrast gain", live="contrast", glide=True)
+    saturation: float = knob(
+        1.0, 0.0, 2.0, "display saturation gain", live="saturation", glide=True
+    )
+
+
+@dataclass(frozen=True)
+class ControlConfig(Section, section="control"):
+    """How live changes arrive."""
+
+    glide: float = knob(
+        0.25,
+        0.0,
+        10.0,
+        "time continuous parameters take to reach a new value",
+        unit="s",
+        live="glide",
+    )
+
+
+@dataclass(frozen=True)
+class OscConfig(Section, section="osc"):
+    """The OSC control surface."""
+
+    enabled: bool = knob(True, doc="listen for OSC at all")
+    host: str = knob("127.0.0.1", doc="address to bind; 0.0.0.0 exposes it to the network")
+    port: int = knob(9000, 0, 65535, "UDP port to listen on (0: any free port)")
+    status_to: str = knob("", doc="HOST:PORT to send status to; empty: no status out")
+    status_hz: float = knob(4.0, 0.1, 60.0, "status messages per second", unit="Hz")
+    allow: tuple = knob((), doc="sender IPs allowed to drive it; empty: anyone")
+
+
+@dataclass(frozen=True)
+class RecordConfig(Section, section="record"):
+    """Recording and snapshots."""
+
+    path: str = knob("", doc="output video (.mp4 or .avi); empty: no recording")
+    fps: float = knob(30.0, 1.0, 240.0, "frame rate written into the video", unit="fps")
+    snapshot_dir: str = knob("snapshots", doc="where snapshot PNGs go")
+
+
+@dataclass(frozen=True)
+class AttractConfig(Section, section="attract"):
+    """Attract mode: when nobody moves in front of the camera, the dream deepens."""
+
+    enabled: bool = knob(False, doc="watch for an empty room at all")
+    motion_threshold: float = knob(
+        0.01, 0.0, 1.0, "mean absolute frame difference (0..1) below which the room is still"
+    )
+    idle_seconds: float = knob(
+        30.0, 0.0, 86400.0, "stillness before attract mode engages", unit="s"
+    )
+    feedback: float = knob(0.9, 0.0, 0.98, "feedback while attracting (deeper dream)")
+    zoom: float = knob(
+        1.004, 0.9, 1.1, "feedback zoom per frame while attracting (slow infinite zoom)"
+    )
+    fade_seconds: float = knob(2.0, 0.0, 60.0, "crossfade into and out of attract mode", unit="s")
+
+
+@dataclass(frozen=True)
+class WatchdogConfig(Section, section="watchdog"):
+    """What happens when the show stops moving."""
+
+    # A dream pass never takes this long, even at 1080p on a CPU at 1 step; a first CUDA-graph
+    # capture keeps the heartbeat going.
+    dream_timeout: float = knob(
+        5.0, 1.0, 600.0, "time without a dream heartbeat before the process is restarted", unit="s"
+    )
+    exit_grace: float = knob(
+        10.0,
+        1.0,
+        120.0,
+        "time a shutdown after a fatal error may take before a hard exit",
+        unit="s",
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig(Section, section="log"):
+    """Logging."""
+
+    level: str = knob("INFO", doc="least severe level logged", choices=LOG_LEVELS)
+    file: str = knob("", doc="rotating log file; empty: console only")
+    stats_interval: float = knob(60.0, 1.0, 86400.0, "time between fps/latency lines", unit="s")
