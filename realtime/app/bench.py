@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime
 import gc
 import json
@@ -17,14 +16,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from realtime.control.config import ConfigError, load_config, parse_size
+from realtime.control.config import ConfigError, load_config
 from realtime.control.params import LiveParams
 from realtime.engine import models
-from realtime.engine.device import pick_device
-from realtime.engine.dream import DreamConfig, Dreamer
-from realtime.engine.fastpath import FastDreamer, make_dreamer, tune_cpu, usable_cores
+from realtime.engine.device import pick_device, tune_cpu, usable_cores
+from realtime.engine.graphs import GraphDreamer
 from realtime.engine.models import MODEL_NAMES, DreamModel, ModelError, load_model
 from realtime.engine.objectives import Objective, build
+from realtime.engine.step import Dreamer
+from realtime.engine.strategy import make_dreamer, reference_dreamer
+from realtime.knobs import DreamConfig, KnobError, parse_size
 from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
 from realtime.live.slot import Output
@@ -148,47 +149,12 @@ def select_rows(rows: list[Row], models_arg: str | None, sizes_arg: str | None) 
         if sizes_arg:
             sizes = [parse_size(s.strip()) for s in sizes_arg.split(",") if s.strip()]
             rows = [replace(r, size=s) for s in sizes for r in rows]
-    except (ModelError, ConfigError) as err:
+    except (ModelError, ConfigError, KnobError) as err:
         raise BenchError(f"bench: {err}") from err
     unique: dict[tuple, Row] = {}
     for r in rows:  # one row per configuration; the first (with its settings) wins
         unique.setdefault((r.model, r.size, r.octaves, r.steps, r.threads), r)
     return list(unique.values())
-
-
-class NaiveDreamer(Dreamer):
-    """The reference: eager float32 through the full network every step (forward(full=True)),
-    no graphs, no channels_last, no autocast. Same jitter, normalisation and octaves."""
-
-    def __init__(self, model: DreamModel, device: str | torch.device | None = None) -> None:
-        # Not Dreamer.__init__: that switches CUDA models to channels_last.
-        self.device = model.device if device is None else torch.device(device)
-        self.model = model.to(self.device)
-        self.is_cuda = False
-
-    def gradient(self, img: Tensor, objective: Objective, shift: tuple[int, int]) -> Tensor:
-        x = img.detach().requires_grad_(True)  # (1, 3, H, W) float32
-        with torch.enable_grad():
-            rolled = torch.roll(x, shifts=shift, dims=(2, 3))
-            acts = self.model(rolled, objective.needed, full=True)
-            (g,) = torch.autograd.grad(objective(acts), [x])
-        return g
-
-
-def reference_model(model: DreamModel) -> DreamModel:
-    """A copy of `model` in the plain memory layout, for the naive reference."""
-    return copy.deepcopy(model).to(memory_format=torch.contiguous_format)
-
-
-def random_model(name: str, device: torch.device) -> DreamModel:
-    """A model with randomly initialised weights: the same speed as the real one, for benching a
-    machine that cannot download them."""
-    model = models._BUILDERS[name]()  # the architecture on the meta device
-    model.net.to_empty(device="cpu")
-    for module in model.net.modules():
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
-    return model.eval().requires_grad_(False).to(device)
 
 
 def get_model(
@@ -200,7 +166,7 @@ def get_model(
         return model, "pretrained"
     except ModelError as err:
         if random_weights:
-            return random_model(name, device), "random weights"
+            return models.random_model(name, device), "random weights"
         first = str(err).split(";")[0]
         return None, f"skipped: {first}; --random-weights benches it with random weights"
 
@@ -220,7 +186,7 @@ def time_dream(
     dreamer: Dreamer, img: Tensor, objective: Objective, cfg: DreamConfig, warmup: int, frames: int
 ) -> float:
     """Median ms of one frame's dream (all octaves x steps), after `warmup` frames."""
-    if isinstance(dreamer, FastDreamer):  # every graph captured before timing, not on the way
+    if isinstance(dreamer, GraphDreamer):  # every graph captured before timing, not on the way
         dreamer.prepare(*img.shape[-2:], cfg)
     for _ in range(warmup):
         dreamer.dream(img, objective, cfg)
@@ -346,14 +312,13 @@ def bench_row(
         return make_dreamer(m, d, threads)
 
     img = demo_image(row.size, device)
-    ref = reference_model(model)
     fast = factory(model, device)
     result["dream_ms"] = time_dream(
         fast, img, objective, cfg, counts.dream_warmup, counts.dream_frames
     )
     del fast
     _release(device)
-    naive = NaiveDreamer(ref, device)
+    naive = reference_dreamer(model, device)
     result["ref_dream_ms"] = time_dream(
         naive, img, objective, cfg, 1, max(3, counts.dream_frames // 2)
     )
@@ -368,10 +333,16 @@ def bench_row(
     ref_s = result["ref_dream_ms"] / 1000.0 * (counts.loop_warmup + ref_frames)
     if ref_s < REF_LOOP_BUDGET_S:
         ref_loop = run_loop(
-            ref, device, row, counts.loop_warmup, ref_frames, NaiveDreamer, 120.0 + 20.0 * ref_s
+            model,
+            device,
+            row,
+            counts.loop_warmup,
+            ref_frames,
+            reference_dreamer,
+            120.0 + 20.0 * ref_s,
         )
         result["ref_fps"] = ref_loop["fps"]
-    del ref, naive
+    del naive
     _release(device)
     result["goal"] = goal_check(device.type, row, result)
     return result

@@ -12,10 +12,10 @@ import cv2
 import numpy as np
 import torch
 
-from realtime.engine.dream import DreamConfig
-from realtime.engine.fastpath import make_dreamer
 from realtime.engine.models import DreamModel
 from realtime.engine.objectives import Objective
+from realtime.engine.strategy import make_dreamer
+from realtime.knobs import DreamConfig
 from realtime.live.feedback import Feedback
 from realtime.live.recorder import VideoRecorder
 from realtime.live.sources import IMAGE_SUFFIXES

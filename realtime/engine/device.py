@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
-DEVICE_NAMES = ("auto", "cuda", "mps", "cpu")
+from realtime.knobs import DEVICES as DEVICE_NAMES
+
+logger = logging.getLogger(__name__)
+
+THREADS_ENV = "DREAM_CPU_THREADS"  # overrides the CPU path's torch thread count
 
 
 class DeviceError(RuntimeError):
     """A requested device does not exist on this machine."""
+
+
+# Messages of CUDA errors after which the context is unusable: every later call fails too, and
+# only a new process gets a working GPU back (CUDA runtime docs: "sticky" errors).
+UNRECOVERABLE = (
+    "illegal memory access",
+    "device-side assert",
+    "unspecified launch failure",
+    "illegal instruction",
+    "misaligned address",
+    "uncorrectable ECC error",
+    "CUDA error: an illegal",
+)
+
+
+def is_unrecoverable(err: BaseException) -> bool:
+    """Whether a device error leaves the CUDA context unusable for the rest of the process."""
+    text = str(err)
+    return isinstance(err, RuntimeError) and any(marker in text for marker in UNRECOVERABLE)
 
 
 def _mps_available() -> bool:
@@ -61,3 +87,33 @@ def pick_device(name: str = "auto") -> torch.device:
     raise DeviceError(
         f"unknown device '{name}'; valid values are {', '.join(DEVICE_NAMES)} (or cuda:N)"
     )
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def tune_cpu(threads: int | None = None) -> int:
+    """Set torch's intra-op threads; returns the count set.
+
+    Args:
+        threads: None takes $DREAM_CPU_THREADS if set, else every usable core (torch's own
+            default may count physical cores only). Fewer than the cores can be faster when
+            other busy processes share them: each parallel op waits for its slowest thread.
+    """
+    if threads is None:
+        text = os.environ.get(THREADS_ENV, "").strip()
+        threads = usable_cores()
+        if text:
+            if text.isdigit() and int(text) > 0:
+                threads = int(text)
+            else:
+                logger.warning(
+                    "%s=%r is not a positive integer; using %d threads", THREADS_ENV, text, threads
+                )
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return threads

@@ -138,12 +138,25 @@ class EfficientNetLite0(nn.Module):
     def head(self, x: Tensor) -> Tensor:
         return F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
 
-    def classify(self, x: Tensor) -> Tensor:
-        # Dropout (rate 0.2) only acts in training, so it is left out.
-        return self._fc(x.mean(dim=(2, 3)))  # (B, 1000)
-
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
         for block in self._blocks:
             x = block(x)
-        return self.classify(self.head(x))
+        return self.classifier()(self.head(x))
+
+    def classifier(self) -> Classifier:
+        """The pooling and fully connected layer as a module of its own (sharing _fc's weights,
+        registered wherever the caller puts it, so this network's state dict keeps its keys)."""
+        return Classifier(self._fc)
+
+
+class Classifier(nn.Module):
+    """Global average pool and the fully connected layer: (B, 1280, h, w) -> (B, 1000)."""
+
+    def __init__(self, fc: nn.Linear) -> None:
+        super().__init__()
+        self.fc = fc
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Dropout (rate 0.2) only acts in training, so it is left out.
+        return self.fc(x.mean(dim=(2, 3)))  # (B, 1000)

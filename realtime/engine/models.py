@@ -20,10 +20,10 @@ import torchvision
 from torch import Tensor, nn
 
 from realtime.engine import efficientnet_lite
+from realtime.knobs import MODEL_NAMES
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("googlenet", "vgg16", "efficientnet_lite0")
 DEFAULT_MODEL = "googlenet"  # the classic deep dream look
 FALLBACK_MODEL = "efficientnet_lite0"  # weights ship in a pip package: works with no network
 LOGITS = "logits"  # the special output name for the (B, 1000) class logits
@@ -83,7 +83,7 @@ class DreamModel(nn.Module):
         name: str,
         net: nn.Module,
         stages: list[tuple[str, Stage]],
-        classifier: Stage,
+        classifier: nn.Module,
         layers: tuple[str, ...],
         default_layer: str,
     ) -> None:
@@ -91,7 +91,9 @@ class DreamModel(nn.Module):
         self.name = name
         self.net = net  # owns every parameter; stages and classifier are views into it
         self._stages = stages  # plain list: the modules are registered through self.net
-        self._classifier = classifier
+        # A module (not a closure over `net`), so a deep copy of the model gets a classifier
+        # that reads the copy's weights.
+        self.classifier = classifier
         self.layers = layers
         self.default_layer = default_layer
         self._depth = {stage_name: i for i, (stage_name, _) in enumerate(stages)}
@@ -134,7 +136,7 @@ class DreamModel(nn.Module):
             if stage_name in needed:
                 out[stage_name] = x
         if full or LOGITS in needed:
-            logits = self._classifier(x)  # (B, 1000)
+            logits = self.classifier(x)  # (B, 1000)
             if LOGITS in needed:
                 out[LOGITS] = logits
         return out
@@ -174,12 +176,9 @@ def _googlenet() -> DreamModel:
             weights=None, aux_logits=False, transform_input=False, init_weights=False
         )
     stages = [(name, getattr(net, name)) for name in _GOOGLENET_STAGES]
-
-    def classify(x: Tensor) -> Tensor:
-        return net.fc(torch.flatten(net.avgpool(x), 1))  # dropout is a no-op in eval
-
     layers = tuple(name for name in _GOOGLENET_STAGES if not name.startswith("maxpool"))
-    return DreamModel("googlenet", net, stages, classify, layers, "inception4c")
+    head = _Head(net.avgpool, net.fc)  # dropout is a no-op in eval
+    return DreamModel("googlenet", net, stages, head, layers, "inception4c")
 
 
 def _vgg16() -> DreamModel:
@@ -196,11 +195,8 @@ def _vgg16() -> DreamModel:
             stages.append((f"pool{block}", module))
             block, conv = block + 1, 0
 
-    def classify(x: Tensor) -> Tensor:
-        return net.classifier(torch.flatten(net.avgpool(x), 1))
-
     layers = tuple(name for name, _ in stages if name.startswith("conv"))
-    return DreamModel("vgg16", net, stages, classify, layers, "conv4_3")
+    return DreamModel("vgg16", net, stages, _Head(net.avgpool, net.classifier), layers, "conv4_3")
 
 
 def _efficientnet_lite0() -> DreamModel:
@@ -210,15 +206,42 @@ def _efficientnet_lite0() -> DreamModel:
     stages += [(f"block{i}", block) for i, block in enumerate(net._blocks)]
     stages.append(("head", net.head))
     layers = tuple(name for name, _ in stages)
-    return DreamModel("efficientnet_lite0", net, stages, net.classify, layers, "block10")
+    return DreamModel("efficientnet_lite0", net, stages, net.classifier(), layers, "block10")
+
+
+class _Head(nn.Module):
+    """Global average pool, flatten, classify: (B, C, h, w) -> (B, 1000)."""
+
+    def __init__(self, pool: nn.Module, fc: nn.Module) -> None:
+        super().__init__()
+        self.pool, self.fc = pool, fc
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1))
 
 
 _BUILDERS = {"googlenet": _googlenet, "vgg16": _vgg16, "efficientnet_lite0": _efficientnet_lite0}
 
 
+def build_architecture(name: str) -> DreamModel:
+    """A model's architecture with no weights yet (parameters on the meta device)."""
+    return _BUILDERS[resolve_model_name(name)]()
+
+
+def random_model(name: str, device: str | torch.device = "cpu") -> DreamModel:
+    """A model with PyTorch's default random initialisation: the same speed as the real one,
+    for benching and testing where its weights cannot be had."""
+    model = build_architecture(name)  # on the meta device
+    model.net.to_empty(device="cpu")
+    for module in model.net.modules():
+        if hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    return model.eval().requires_grad_(False).to(device)
+
+
 def model_layers(name: str) -> tuple[str, ...]:
     """Dreamable layer names of a model, shallow to deep, without loading any weights."""
-    return _BUILDERS[resolve_model_name(name)]().layers
+    return build_architecture(name).layers
 
 
 # ---- weights ---------------------------------------------------------------------------------
@@ -373,7 +396,9 @@ def _read_state_dict(path: Path) -> dict[str, Tensor]:
         state = state["state_dict"]  # a training checkpoint that wraps the state dict
     if not isinstance(state, Mapping):
         raise ModelError(f"weights file {path} holds a {type(state).__name__}, not a state dict")
-    return dict(state)
+    # Plain layout: the bundled EfficientNet-Lite file keeps TensorFlow's transposed strides,
+    # which every convolution would otherwise re-layout on each call.
+    return {k: v.contiguous() if isinstance(v, Tensor) else v for k, v in state.items()}
 
 
 def load_model(
@@ -428,7 +453,7 @@ def load_model(
     state = _read_state_dict(path)
     if name == "googlenet":  # torchvision's file holds the auxiliary classifiers; not used here
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
-    model = _BUILDERS[name]()
+    model = build_architecture(name)
     try:
         model.net.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as err:  # load_state_dict: missing/unexpected keys, shape mismatch

@@ -1,4 +1,4 @@
-"""CUDA only: the graph fast path dreams like the reference, keeps its graphs, never syncs."""
+"""CUDA only: the graph strategy dreams like the reference, keeps its graphs, never syncs."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.app.bench import NaiveDreamer, random_model, reference_model
 from realtime.control.params import LiveParams
 from realtime.engine import objectives
-from realtime.engine.dream import DreamConfig, activation, octave_sizes
-from realtime.engine.fastpath import FastDreamer, capture_plan, make_dreamer
-from realtime.engine.models import MODEL_NAMES, load_model
-from realtime.engine.objectives import Objective
+from realtime.engine.graphs import GraphDreamer, capture_plan
+from realtime.engine.models import MODEL_NAMES, load_model, random_model
+from realtime.engine.objectives import Term
+from realtime.engine.step import activation, octave_sizes
+from realtime.engine.strategy import dream_copy, make_dreamer, reference_dreamer
+from realtime.knobs import DreamConfig
 from realtime.live.loop import DreamLoop
 from realtime.live.slot import Frame, LatestSlot
 from realtime.live.sources import DemoSource
@@ -41,7 +42,7 @@ def image(chelsea_224) -> torch.Tensor:
 
 
 def test_make_dreamer_picks_the_fast_path_on_cuda(lite0_cuda):
-    assert isinstance(make_dreamer(lite0_cuda, CUDA), FastDreamer)
+    assert isinstance(make_dreamer(lite0_cuda, CUDA), GraphDreamer)
 
 
 def test_the_fast_dream_is_the_reference_dream_within_fp16_tolerance(lite0_cuda, image):
@@ -50,8 +51,8 @@ def test_the_fast_dream_is_the_reference_dream_within_fp16_tolerance(lite0_cuda,
     layer = "block8"
     objective = objectives.layer(layer)
     cfg = DreamConfig(steps=3, octaves=2, jitter=0, step_size=0.02)
-    reference = NaiveDreamer(reference_model(lite0_cuda), CUDA).dream(image, objective, cfg)
-    fast = FastDreamer(lite0_cuda, CUDA)
+    reference = reference_dreamer(lite0_cuda, CUDA).dream(image, objective, cfg)
+    fast = make_dreamer(lite0_cuda, CUDA)
     got = fast.dream(image, objective, cfg)
     assert fast.captures > 0 and fast.replays == cfg.steps * len(octave_sizes(160, 224, cfg))
     assert got.shape == image.shape and got.dtype == torch.float32
@@ -66,7 +67,7 @@ def test_the_fast_dream_is_the_reference_dream_within_fp16_tolerance(lite0_cuda,
 
 def test_graphs_survive_layer_and_target_switches(lite0_cuda, image):
     cfg = DreamConfig(steps=2, octaves=2, jitter=8)
-    fast = FastDreamer(lite0_cuda, CUDA)
+    fast = make_dreamer(lite0_cuda, CUDA)
     fast.dream(image, objectives.layer("block10"), cfg)  # start-up: begins capturing ahead
     fast.prepare(160, 224, cfg)  # and the rest of the plan, at once
     planned = len(capture_plan(lite0_cuda.layers, 160, 224, cfg))
@@ -85,18 +86,18 @@ def test_graphs_survive_layer_and_target_switches(lite0_cuda, image):
     assert fast.replays == (1 + len(switches)) * cfg.steps * 2
 
 
-def test_a_retargeted_class_graph_dreams_towards_the_new_class(lite0_cuda, image):
-    """The graph captured for class 0 serves class 945 through the logits permutation: same
+def test_a_class_graph_dreams_towards_another_class(lite0_cuda, image):
+    """The graph captured for class 0 serves class 945 through its class-weight tensor: same
     picture as the reference dreaming towards 945, and the 945 logit rises."""
     cfg = DreamConfig(steps=4, octaves=1, jitter=0, step_size=0.02)
-    fast = FastDreamer(lite0_cuda, CUDA)
+    fast = make_dreamer(lite0_cuda, CUDA)
     target = objectives.build(lite0_cuda, target=945)  # bell pepper
     fast.dream(image, objectives.build(lite0_cuda, target=0), cfg)  # aims the graph at class 0
     fast.prepare(160, 224, cfg)
     captures = fast.captures
     got = fast.dream(image, target, cfg)
     assert fast.captures == captures
-    reference = NaiveDreamer(reference_model(lite0_cuda), CUDA).dream(image, target, cfg)
+    reference = reference_dreamer(lite0_cuda, CUDA).dream(image, target, cfg)
     change = (reference - image).abs().mean().item()
     apart = (got - reference).abs().mean().item()
     assert apart < 0.3 * change, (apart, change)
@@ -109,7 +110,7 @@ def test_a_retargeted_class_graph_dreams_towards_the_new_class(lite0_cuda, image
 
 
 def test_no_host_sync_inside_the_dream(lite0_cuda, image):
-    fast = FastDreamer(lite0_cuda, CUDA)
+    fast = make_dreamer(lite0_cuda, CUDA)
     cfg = DreamConfig(steps=2, octaves=2, jitter=16)
     objective = objectives.layer("block10")
     fast.dream(image, objective, cfg)
@@ -127,7 +128,7 @@ def test_no_host_sync_inside_the_dream(lite0_cuda, image):
 
 
 def test_jitter_differs_between_replays_and_follows_the_cuda_seed(lite0_cuda, image):
-    fast = FastDreamer(lite0_cuda, CUDA)
+    fast = make_dreamer(lite0_cuda, CUDA)
     cfg = DreamConfig(steps=1, octaves=1, jitter=16)
     objective = objectives.layer("block6")
     fast.dream(image, objective, cfg)
@@ -144,7 +145,7 @@ def test_jitter_differs_between_replays_and_follows_the_cuda_seed(lite0_cuda, im
 def test_googlenet_captures_and_dreams(image):
     """GoogLeNet (random weights: the graph structure is what is tested) captures every layer."""
     model = random_model("googlenet", CUDA)
-    fast = FastDreamer(model, CUDA)
+    fast = make_dreamer(model, CUDA)
     cfg = DreamConfig(steps=2, octaves=2, jitter=16)
     out = fast.dream(image, objectives.layer("inception4c"), cfg)
     fast.prepare(160, 224, cfg)
@@ -179,20 +180,24 @@ def test_the_loop_runs_on_the_fast_path(lite0_cuda):
     assert loop.errors == 0
 
 
-def test_a_failed_capture_warns_once_and_dreams_eagerly(lite0_cuda, image, caplog):
+def test_a_failed_capture_warns_once_and_dreams_eagerly(lite0_cuda, image, caplog, monkeypatch):
     """Last in the file: a failed capture is the one test that could leave CUDA unwell."""
+    real = Term.value
 
-    def syncing(acts):  # .item() cannot be captured
-        a = acts["block5"].float()
-        return a.square().mean() * (1.0 + 0.0 * a.mean().item())
+    def syncing(self, acts, class_weights):  # .item() cannot be captured
+        value = real(self, acts, class_weights)
+        return value * (1.0 + 0.0 * value.item())
 
-    objective = Objective(syncing, frozenset(["block5"]), "syncing block5")
-    fast = FastDreamer(lite0_cuda, CUDA, capture_ahead=False)
+    monkeypatch.setattr(Term, "value", syncing)
+    objective = objectives.layer("block5")
+    fast = GraphDreamer(dream_copy(lite0_cuda, half=True), CUDA, capture_ahead=False)
     cfg = DreamConfig(steps=1, octaves=1, jitter=4)
-    with caplog.at_level(logging.WARNING, logger="realtime.engine.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="realtime.engine.graphs"):
         outs = [fast.dream(image, objective, cfg) for _ in range(4)]  # captures on the 2nd
     warnings = [r for r in caplog.records if "capture failed" in r.getMessage()]
     assert len(warnings) == 1 and not fast.graphs_enabled
     assert all(torch.isfinite(o).all() and (o - image).abs().mean() > 0.001 for o in outs)
-    ok = fast.dream(image, objectives.layer("block5"), cfg)  # eager from now on, still dreams
+    monkeypatch.setattr(Term, "value", real)
+    ok = fast.dream(image, objectives.layer("block5"), cfg)  # eager while resting, still dreams
     assert (ok - image).abs().mean() > 0.001
+    assert torch.cuda.current_stream() == torch.cuda.default_stream()  # the stream came back

@@ -36,3 +36,15 @@ def test_unknown_device_lists_valid_names():
         DeviceError, match="unknown device 'tpu'; valid values are auto, cuda, mps, cpu"
     ):
         pick_device("tpu")
+
+
+def test_cpu_threads_follow_the_environment(monkeypatch, caplog):
+    from realtime.engine.device import THREADS_ENV, tune_cpu, usable_cores
+
+    monkeypatch.setenv(THREADS_ENV, "1")
+    assert tune_cpu() == 1 and torch.get_num_threads() == 1
+    monkeypatch.setenv(THREADS_ENV, "lots")
+    with caplog.at_level("WARNING", logger="realtime.engine.device"):
+        assert tune_cpu() == usable_cores()
+    assert "not a positive integer" in caplog.text
+    assert tune_cpu(1) == 1  # an explicit count wins

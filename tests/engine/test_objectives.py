@@ -34,9 +34,38 @@ def test_objectives_add_and_scale(acts):
     assert isinstance(mixed, Objective)
     assert torch.allclose(mixed(acts), expected)
     assert mixed.needed == frozenset({"a", "b", "logits"})
-    assert repr(c + 0.5 * a) == "class_logit(2) + 0.5 * (layer('a'))"
+    assert repr(c + 0.5 * a) == "classes({2: 1.0}) + 0.5 * layer('a')"
     with pytest.raises(TypeError):
         a + 1.0  # noqa: B018 (the TypeError is the point)
+
+
+def test_class_terms_merge_into_one_weight_vector(acts):
+    fade = 0.25 * objectives.class_logit(3) + 0.75 * objectives.class_logit(900)
+    assert fade == objectives.classes({3: 0.25, 900: 0.75})
+    assert len(fade.terms) == 1 and fade.classes == ((3, 0.25), (900, 0.75))
+    want = 0.25 * acts["logits"][0, 3] + 0.75 * acts["logits"][0, 900]
+    assert torch.allclose(fade(acts), want)
+    assert (fade - objectives.class_logit(3) * 0.25).classes == ((900, 0.75),)
+
+
+def test_keys_are_exact_and_equal_objectives_have_equal_keys():
+    a = objectives.layer("a") + 0.1234561 * objectives.layer("b")
+    b = objectives.layer("a") + 0.1234564 * objectives.layer("b")
+    assert a.key != b.key and a.structure == b.structure
+    assert (objectives.layer("a") * 2).key == (objectives.layer("a") + objectives.layer("a")).key
+    assert objectives.class_logit(5).key != objectives.class_logit(6).key
+    assert objectives.class_logit(5).structure == objectives.class_logit(6).structure
+
+
+def test_weights_fill_static_tensors_without_new_ones():
+    objective = 0.5 * objectives.layer("a") + objectives.classes({7: 2.0})
+    w, cw = objective.weight_tensors(torch.device("cpu"))
+    assert w.tolist() == [0.5, 1.0] and cw[7] == 2.0 and cw.sum() == 2.0
+    other = 3.0 * objectives.layer("a") + objectives.classes({9: 1.5, 10: 0.5})
+    before = (w.data_ptr(), cw.data_ptr())
+    other.fill(w, cw)
+    assert (w.data_ptr(), cw.data_ptr()) == before
+    assert w.tolist() == [3.0, 1.0] and cw[9] == 1.5 and cw[10] == 0.5 and cw.sum() == 2.0
 
 
 def test_reduction_runs_in_float32_so_fp16_does_not_overflow():

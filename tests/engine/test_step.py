@@ -1,4 +1,5 @@
-"""The dreamer: activation goes up, class targets take over, settings validate, CUDA path."""
+"""The one dream step: activation goes up, class targets take over, the gradient is the true one,
+jitter and octaves behave, and every strategy is the same step."""
 
 from __future__ import annotations
 
@@ -8,16 +9,19 @@ import pytest
 import torch
 
 from realtime.engine import objectives
-from realtime.engine.dream import (
-    GRAD_NORMS,
-    DreamConfig,
+from realtime.engine.conditioning import laplacian_normalise, normalise_gradient
+from realtime.engine.step import (
+    EAGER,
+    REFERENCE,
     Dreamer,
-    DreamError,
     activation,
-    laplacian_normalise,
-    normalise_gradient,
+    draw_roll,
+    gather_roll,
+    objective_gradient,
     octave_sizes,
 )
+from realtime.engine.strategy import make_dreamer, reference_dreamer
+from realtime.knobs import GRAD_NORMS, DreamConfig
 
 
 def seeded(seed: int = 0) -> torch.Generator:
@@ -62,12 +66,19 @@ def test_class_target_takes_over_the_picture(lite0, coffee_224, imagenet_categor
 
 
 def test_gradient_equals_plain_autograd_through_the_roll(lite0):
-    """The two-stage backward (float32 reduction, rescaled) keeps the true gradient direction."""
+    """The two-stage backward (float32 reduction, rescaled) through the gather roll keeps the
+    true gradient of the objective of the rolled image, in image coordinates."""
     torch.manual_seed(3)
     img = torch.rand(1, 3, 64, 80)
     objective = objectives.layer("block5") + 0.1 * objectives.class_logit(1)
     shift = (5, -7)
-    got = Dreamer(lite0).gradient(img, objective, shift)
+    leaf = img.clone().requires_grad_(True)
+    grid = (torch.arange(64), torch.arange(80))
+    with torch.enable_grad():
+        view = gather_roll(leaf, *grid, torch.tensor(shift))
+        got = objective_gradient(
+            lite0, leaf, view, objective, objective.weight_tensors(img.device), EAGER
+        )
     x = img.clone().requires_grad_(True)
     acts = lite0(torch.roll(x, shifts=shift, dims=(2, 3)), objective.needed)
     (expected,) = torch.autograd.grad(objective(acts), [x])
@@ -87,18 +98,75 @@ def test_step_is_reproducible_and_leaves_its_input_alone(lite0):
     assert 0.5 * cfg.step_size < (a - img).abs().mean() <= cfg.step_size * 1.0001
 
 
-def test_draw_shift_stays_within_the_jitter(lite0):
-    dreamer, generator = Dreamer(lite0), seeded()
-    shifts = [dreamer.draw_shift(3, generator) for _ in range(200)]
-    assert {s for pair in shifts for s in pair} == set(range(-3, 4))
-    assert dreamer.draw_shift(0, generator) == (0, 0)
+def test_rolls_stay_within_the_jitter_and_are_drawn_evenly():
+    generator = seeded()
+    draws = torch.stack([draw_roll(3, torch.device("cpu"), generator) for _ in range(2000)])
+    assert draws.dtype == torch.int64 and draws.min() == -3 and draws.max() == 3
+    counts = torch.bincount((draws + 3).flatten(), minlength=7).float()
+    assert counts.min() > 0.7 * counts.mean()  # 7 values, ~571 each
+    assert torch.equal(
+        draw_roll(torch.tensor(0.0), torch.device("cpu")), torch.zeros(2, dtype=torch.int64)
+    )
 
 
-def test_octave_sizes_go_smallest_first_and_respect_min_size():
+def test_the_device_roll_is_torch_roll_and_undoes_itself():
+    x = torch.arange(2 * 3 * 5 * 7, dtype=torch.float32).view(2, 3, 5, 7)
+    rows, cols = torch.arange(5), torch.arange(7)
+    for dy, dx in [(0, 0), (1, 2), (-2, 3), (4, -6), (12, -15)]:
+        shift = torch.tensor([dy, dx])
+        rolled = gather_roll(x, rows, cols, shift)
+        assert torch.equal(rolled, torch.roll(x, shifts=(dy, dx), dims=(2, 3)))
+        assert torch.equal(gather_roll(rolled, rows, cols, -shift), x)
+
+
+@pytest.mark.parametrize("grad_norm", GRAD_NORMS)
+def test_every_strategy_is_the_same_step(lite0, grad_norm):
+    """The fast CPU dreamer (folded, channels_last) and the naive reference (full network, no
+    folding) take the same step from the same jitter: they differ only in what they switch off."""
+    torch.manual_seed(2)
+    img = torch.rand(1, 3, 64, 96)
+    objective = objectives.layer("block5") + 0.2 * objectives.class_logit(7)
+    cfg = DreamConfig(grad_norm=grad_norm, step_size=0.05, jitter=6)
+    fast, ref = make_dreamer(lite0, "cpu"), reference_dreamer(lite0, "cpu")
+    assert ref.opts == REFERENCE and not fast.opts.autocast and fast.opts.channels_last
+    a = fast.step(img, objective, cfg, seeded(11))
+    b = ref.step(img, objective, cfg, seeded(11))
+    torch.testing.assert_close(a, b, rtol=0, atol=5e-4)  # folding reorders float sums
+    assert (a - img).abs().mean() > 0.01  # it did step
+
+
+def test_the_octave_loop_carries_detail_up_and_leaves_the_input_alone(lite0):
+    torch.manual_seed(4)
+    img = torch.rand(1, 3, 96, 128)
+    keep = img.clone()
+    cfg = DreamConfig(steps=2, octaves=3, octave_scale=1.5, min_size=16)
+    out = Dreamer(lite0).dream(img, objectives.layer("block4"), cfg, seeded(1))
+    assert torch.equal(img, keep) and out.shape == img.shape
+    one = Dreamer(lite0).dream(
+        img, objectives.layer("block4"), dataclasses.replace(cfg, octaves=1), seeded(1)
+    )
+    # three octaves of two steps change the picture more than one octave of two steps
+    assert (out - img).abs().mean() > 1.3 * (one - img).abs().mean()
+
+
+def test_octave_sizes_go_smallest_first_round_to_eight_and_respect_min_size():
     cfg = DreamConfig(octaves=4, octave_scale=2.0, min_size=32)
-    assert octave_sizes(240, 320, cfg) == [(30, 40), (60, 80), (120, 160), (240, 320)][1:]
+    assert octave_sizes(240, 320, cfg) == [(32, 40), (64, 80), (120, 160), (240, 320)]
+    assert octave_sizes(240, 320, dataclasses.replace(cfg, min_size=40)) == [
+        (64, 80),
+        (120, 160),
+        (240, 320),
+    ]
     assert octave_sizes(240, 320, dataclasses.replace(cfg, octaves=1)) == [(240, 320)]
     assert octave_sizes(20, 20, cfg) == [(20, 20)]  # the full size is always dreamed
+    # a fader sweep of octave_scale meets few shapes: every smaller octave is a multiple of 8
+    shapes = set()
+    for i in range(101):
+        scale = 1.1 + 0.9 * i / 100
+        sizes = octave_sizes(360, 640, dataclasses.replace(cfg, octaves=3, octave_scale=scale))
+        assert all(h % 8 == 0 and w % 8 == 0 for h, w in sizes[:-1]), sizes
+        shapes.update(sizes[:-1])
+    assert len(shapes) <= 74  # without rounding to 8 the same sweep meets 190 shapes
 
 
 def test_gradient_normalisation_gives_unit_mean_magnitude():
@@ -111,20 +179,6 @@ def test_gradient_normalisation_gives_unit_mean_magnitude():
     assert torch.allclose(laplacian_normalise(g, 1), g / g.square().mean().sqrt())
 
 
-def test_config_validation_names_valid_values():
-    with pytest.raises(DreamError, match="grad_norm must be one of mean, smooth, laplacian"):
-        DreamConfig(grad_norm="fancy")
-    with pytest.raises(DreamError, match="steps must be an integer >= 1, got 0"):
-        DreamConfig(steps=0)
-    with pytest.raises(DreamError, match="octaves must be an integer >= 1, got 2.5"):
-        DreamConfig(octaves=2.5)
-    with pytest.raises(DreamError, match="step_size must be a number > 0"):
-        DreamConfig(step_size=0.0)
-    with pytest.raises(DreamError, match="octave_scale must be a number >= 1"):
-        dataclasses.replace(DreamConfig(), octave_scale=0.7)
-    assert DreamConfig(steps=3.0, jitter=8.0).steps == 3  # OSC sends floats for everything
-
-
 @pytest.mark.cuda
 def test_cuda_fp16_dream_matches_fp32_direction_and_raises_activation(lite0, chelsea_224):
     if not torch.cuda.is_available():
@@ -134,10 +188,11 @@ def test_cuda_fp16_dream_matches_fp32_direction_and_raises_activation(lite0, che
     model, _ = load_model("efficientnet_lite0", device="cuda")
     img = chelsea_224.cuda()
     objective = objectives.layer(model.default_layer)
-    g16 = Dreamer(model).gradient(img, objective, (0, 0))
-    g32 = Dreamer(lite0).gradient(chelsea_224, objective, (0, 0))
-    assert g16.dtype == torch.float32 and torch.isfinite(g16).all()
-    assert torch.nn.functional.cosine_similarity(g16.cpu().flatten(), g32.flatten(), dim=0) > 0.95
+    cfg0 = DreamConfig(jitter=0, step_size=0.05)
+    s16 = Dreamer(model).step(img, objective, cfg0) - img
+    s32 = Dreamer(lite0).step(chelsea_224, objective, cfg0) - chelsea_224
+    assert s16.dtype == torch.float32 and torch.isfinite(s16).all()
+    assert torch.nn.functional.cosine_similarity(s16.cpu().flatten(), s32.flatten(), dim=0) > 0.95
     out = Dreamer(model).dream(img, objective, DreamConfig(steps=3), generator=seeded())
     before = activation(model, model.default_layer, img)
     assert activation(model, model.default_layer, out) > 1.5 * before
