@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from realtime.engine.dream import activation
+from realtime.engine.step import activation
 from realtime.live.sources import DemoSource
 from realtime.live.transfer import to_tensor
 
@@ -23,11 +23,17 @@ ROOT = Path(__file__).resolve().parent.parent
 SIZE = "160x96"
 
 
-def cli(*args: str, cwd: Path | None = None, timeout: float = 240, env: dict | None = None):
-    """Run installation.py; returns the CompletedProcess (stdout and stderr as text)."""
+def cli(
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 240,
+    env: dict | None = None,
+    script: Path = ROOT / "installation.py",
+):
+    """Run installation.py (or a script that wraps it); returns the CompletedProcess."""
     full_env = {**os.environ, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/", **(env or {})}
     return subprocess.run(
-        [sys.executable, str(ROOT / "installation.py"), *args],
+        [sys.executable, str(script), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -230,3 +236,38 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+
+
+HANG_AFTER_FRAMES = """
+import sys, threading
+sys.path.insert(0, {root!r})
+from realtime.engine import step
+real, calls = step.Dreamer.dream, [0]
+def dream(self, *args, **kw):
+    calls[0] += 1
+    if calls[0] > 6:
+        threading.Event().wait()  # a driver call that never returns
+    return real(self, *args, **kw)
+step.Dreamer.dream = dream
+import installation
+sys.exit(installation.main(sys.argv[1:]))
+"""
+
+
+def test_a_stuck_dream_thread_ends_the_process_non_zero_and_keeps_the_recording(tmp_path):
+    out = tmp_path / "stuck.mp4"
+    script = tmp_path / "hang.py"
+    script.write_text(HANG_AFTER_FRAMES.format(root=str(ROOT)))
+    started = time.monotonic()
+    run = cli(
+        "--source", "demo", "--headless", "--record", str(out), "--device", "cpu",
+        "--size", SIZE, "--osc-port", "0", "--set", "dream.octaves=1", "--set", "dream.steps=1",
+        "--set", "watchdog.dream_timeout=2", "--set", "watchdog.exit_grace=20",
+        cwd=tmp_path, script=script,
+    )  # fmt: skip
+    assert run.returncode == 70, run.stderr[-2000:]
+    assert "the dream thread has been stuck" in run.stderr
+    assert "exiting with code 70" in run.stderr
+    assert time.monotonic() - started < 120
+    frames, _ = read_video(out)
+    assert len(frames) >= 5  # what was dreamed before the hang is kept, and readable

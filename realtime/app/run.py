@@ -10,10 +10,11 @@ import threading
 from dataclasses import dataclass, field
 
 from realtime.app.logs import StatsLogger
-from realtime.control.config import Config, live_values, parse_size
+from realtime.control.config import Config
 from realtime.control.params import LiveParams
 from realtime.engine.device import pick_device
 from realtime.engine.models import MODEL_NAMES, load_model
+from realtime.knobs import parse_size
 from realtime.live.attract import AttractMode
 from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
@@ -24,7 +25,10 @@ from realtime.live.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 
-WATCHDOG_SECONDS = 5.0  # a dream pass never takes this long, even at 1080p on a CPU at 1 step
+# Exit code when the dream loop gives up (a stuck dream thread, a GPU error that needs a fresh
+# process, frames failing for good): EX_SOFTWARE from sysexits.h; systemd's Restart=always (or
+# on-failure) starts the installation again.
+EXIT_FAILED = 70
 
 
 class AppError(RuntimeError):
@@ -50,6 +54,25 @@ class Parts:
 
     stop: threading.Event = field(default_factory=threading.Event)
     stoppers: list = field(default_factory=list)  # (name, callable) in the order to call them
+    exit_code: int = 0  # what the process returns; set by fail()
+
+    def fail(self, reason: str, grace: float) -> None:
+        """A part cannot go on: stop everything (recordings finalised) and exit non-zero. If
+        the shutdown itself hangs (a driver call that never returns), end the process hard
+        after `grace` seconds. Any thread may call it."""
+        self.exit_code = EXIT_FAILED
+        self.stop.set()
+
+        def hard_exit() -> None:
+            logger.critical(
+                "shutdown took longer than %.0f s after: %s; exiting now", grace, reason
+            )
+            logging.shutdown()
+            os._exit(EXIT_FAILED)
+
+        timer = threading.Timer(grace, hard_exit)
+        timer.daemon = True
+        timer.start()
 
     def add(self, name: str, fn) -> None:
         self.stoppers.append((name, fn))
@@ -82,7 +105,7 @@ def run(
         device=device,
         weights=cfg.model.weights or None,
     )
-    params = LiveParams(model.layers, MODEL_NAMES, model.name, live_values(cfg))
+    params = LiveParams.from_config(cfg, model.layers, MODEL_NAMES, model.name)
     if not cfg.model.layer:
         params.set("layer", model.default_layer)
     if snapshot:
@@ -122,12 +145,12 @@ def run(
             params,
             model,
             device,
-            base=cfg.dream,
             callbacks=callbacks,
             max_frames=frames,
             weights=cfg.model.weights or None,
             attract=AttractMode(cfg.attract) if cfg.attract.enabled else None,
             flow_width=cfg.feedback.flow_width,
+            on_fatal=lambda reason: parts.fail(reason, cfg.watchdog.exit_grace),
         )
 
         def stats() -> dict[str, object]:
@@ -138,8 +161,11 @@ def run(
         loop.start()
         parts.add("dream loop", loop.stop)
         watchdog = Watchdog()
-        # The loop's heartbeat moves every pass, frame or not: it stops only if the thread hangs.
-        watchdog.watch("dream loop", lambda: loop.heartbeat, loop.restart, timeout=WATCHDOG_SECONDS)
+        # The loop's heartbeat moves every pass, frame or not: it stops only if the thread hangs
+        # (then recover() ends the process: the loop's on_fatal) or has ended (then it restarts).
+        watchdog.watch(
+            "dream loop", lambda: loop.heartbeat, loop.recover, timeout=cfg.watchdog.dream_timeout
+        )
         watchdog.start()
         parts.add("watchdog", watchdog.stop)
         _start_osc(cfg, params, stats, parts)
@@ -168,14 +194,18 @@ def run(
                 daemon=True,
             ).start()
             window.run(parts.stop)
-        return 0
     finally:
         parts.stop.set()
         parts.shutdown()
+    if parts.exit_code:
+        logger.critical(
+            "exiting with code %d so the service manager restarts the installation", parts.exit_code
+        )
+    return parts.exit_code
 
 
 def _snapshot_callbacks(cfg: Config, params: LiveParams) -> list:
-    from realtime.control.presets import SnapshotSaver
+    from realtime.live.snapshots import SnapshotSaver
 
     return [SnapshotSaver(params, cfg.record.snapshot_dir)]
 

@@ -6,25 +6,33 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
-from realtime.control.params import LiveParams, Snapshot
-from realtime.engine.dream import DreamConfig, Dreamer
-from realtime.engine.fastpath import make_dreamer
+from realtime.control.params import NAMES, LiveParams, Snapshot
+from realtime.engine.device import is_unrecoverable
 from realtime.engine.models import DreamModel, ModelError, load_model
-from realtime.engine.objectives import ObjectiveError, build
+from realtime.engine.step import Dreamer
+from realtime.engine.strategy import make_dreamer
 from realtime.live.attract import AttractMode
-from realtime.live.feedback import Feedback
+from realtime.live.pipeline import FramePipeline, Pending
 from realtime.live.slot import Frame, LatestSlot, Output
-from realtime.live.transfer import Downloader, Uploader
 
 logger = logging.getLogger(__name__)
 
 Callback = Callable[[Output], None]
 DreamerFactory = Callable[[DreamModel, torch.device], Dreamer]
+
+
+# A run of failed frames this long falls back to the last parameters that worked; as long again
+# after that, and the process gives up (exit non-zero, so a service manager restarts it). 30
+# frames is a second at 30 fps: long enough not to trip on a passing fault, short enough that
+# the picture is not frozen for long.
+FALLBACK_AFTER = 30
+GIVE_UP_AFTER = 2 * FALLBACK_AFTER
+# Not restored by the fall-back: the model (a load, not a fix) and the pause.
+NOT_RESTORED = ("model", "paused")
+LOADER_JOIN_S = 10.0  # how long stop() waits for a model still loading in the background
 
 
 class LoopError(RuntimeError):
@@ -67,9 +75,15 @@ class RateMeter:
 
 
 class DreamLoop:
-    """Owns the dream thread: snapshot params, upload, feedback, dream, publish.
+    """Owns the dream thread: snapshot params, run the frame pipeline, publish, and survive.
 
-    start()/stop()/stats() may be called from any thread; everything else runs on the
+    One dream thread at a time: `recover()` (the watchdog's action) starts a new one only when
+    the old one has ended; a thread that is alive but stuck cannot be replaced safely (both would
+    write the same buffers), so the loop declares itself failed and `on_fatal` ends the process
+    with a non-zero code for the service manager to restart. So do an unrecoverable CUDA error
+    and a run of failed frames that the fall-back to the last working parameters did not cure.
+
+    start()/stop()/recover()/stats() may be called from any thread; everything else runs on the
     dream thread. Autocast state is per thread, so the dream happens inside it.
     """
 
@@ -79,57 +93,57 @@ class DreamLoop:
         params: LiveParams,
         model: DreamModel,
         device: torch.device,
-        base: DreamConfig | None = None,
         callbacks: list[Callback] | None = None,
         max_frames: int | None = None,
         weights: str | None = None,
         attract: AttractMode | None = None,
         dreamer_factory: DreamerFactory = make_dreamer,
         flow_width: int = 160,
+        on_fatal: Callable[[str], None] | None = None,
     ) -> None:
         """Args:
         frames: the capture thread's latest-frame slot.
         params: the live parameters; one snapshot is taken per frame.
         model: the network to start with.
         device: where the dream runs.
-        base: dream settings that are not live (gradient normalisation, ...).
         callbacks: called with each Output on the dream thread (recorder, snapshots, stats).
         max_frames: stop after this many outputs (None: run until stop()).
         weights: weights file for the starting model (also used if it is switched back to).
         attract: deepens the dream when the camera sees no motion (None: off).
-        dreamer_factory: makes the dreamer for a model (the CUDA fast path where it can; the
+        dreamer_factory: makes the dreamer for a model (the CUDA graphs where it can; the
             benchmark passes its naive reference here).
-        flow_width: width in pixels at which the optical flow is computed (config feedback.flow_width).
+        flow_width: width in pixels at which the optical flow is computed.
+        on_fatal: called once, with the reason, when the loop cannot go on (any thread).
         """
         self.frames = frames
         self.params = params
         self.device = device
-        self.base = base or DreamConfig()
         self.callbacks = list(callbacks or [])
         self.max_frames = max_frames
         self.weights = {model.name: weights} if weights else {}
-        self.attract = attract
-        self.scale = 1.0  # dream size relative to the frame; lowered after CUDA out-of-memory
+        self.on_fatal = on_fatal
         self.outputs: LatestSlot[Output] = LatestSlot()
         self.meter = RateMeter()
         self.done = threading.Event()  # set when max_frames is reached or the thread ends
+        self.fatal: str | None = None  # why the loop gave up, once it has
         self.errors = 0
         self.heartbeat = 0  # bumps every pass of the loop, frame or not: the watchdog's pulse
-        self._model = model
+        self.restarts = 0
         self._make_dreamer = dreamer_factory
-        self._dreamer = dreamer_factory(model, device)
-        self._feedback = Feedback(device, flow_width=flow_width)
-        self._upload = Uploader(device)  # reused (pinned on CUDA) buffers, one set per frame size
-        self._download = Downloader(device)
-        self._objective_key: tuple | None = None
-        self._objective = None
-        self._reset_seen = 0
+        self.pipeline = FramePipeline(
+            model, self._new_dreamer(model), device, flow_width=flow_width, attract=attract
+        )
+        self._failed_in_a_row = 0
+        self._fell_back = False
+        self._good: tuple[int, dict[str, object]] | None = None  # (version, state) that worked
         self._last_frame = 0
         self._index = 0
         self._switch: LatestSlot[tuple[DreamModel, Dreamer] | Exception] = LatestSlot()
         self._switching: str | None = None
+        # Guards _loaders: stop() joins them while the dream thread may be adding one.
+        self._lock = threading.Lock()
+        self._loaders: list[threading.Thread] = []
         self._stop = threading.Event()
-        self._generation = 0  # a restarted loop bumps this; an abandoned thread sees it and ends
         self._thread = self._new_thread()
 
     # --- any thread ----------------------------------------------------------------------
@@ -137,28 +151,61 @@ class DreamLoop:
     def start(self) -> None:
         self._thread.start()
 
-    def restart(self) -> None:
-        """Abandon the current dream thread (it may be stuck) and start a fresh one.
+    def recover(self) -> None:
+        """The watchdog saw no heartbeat: restart the dream thread if it has ended, else give up.
 
-        Called by the watchdog. The old thread ends by itself if it ever returns.
+        A thread that is still alive is stuck inside a call that does not return (a driver, a
+        device); starting a second one beside it would have two threads writing the same
+        buffers, and abandoning it leaks whatever it holds. The process ends instead.
         """
-        self._generation += 1
+        if self._stop.is_set() or self.fatal is not None:
+            return
+        if self._thread.is_alive():
+            self.fail(
+                f"the dream thread has been stuck for over the watchdog's timeout "
+                f"(frame {self._last_frame}, heartbeat {self.heartbeat}); ending the process "
+                f"so the service manager restarts it"
+            )
+            return
+        self.restarts += 1
+        logger.error("the dream thread had ended; starting a new one (restart %d)", self.restarts)
+        self.done.clear()
         self._thread = self._new_thread()
         self._thread.start()
 
-    def _new_thread(self) -> threading.Thread:
-        return threading.Thread(
-            target=self._run, args=(self._generation,), name="dream-loop", daemon=True
-        )
+    def fail(self, reason: str) -> None:
+        """Give up: log why once, stop, and tell `on_fatal` (the app exits non-zero)."""
+        if self.fatal is not None:
+            return
+        self.fatal = reason
+        logger.critical("dream loop failed: %s", reason)
+        self._stop.set()
+        self.done.set()
+        if self.on_fatal is not None:
+            self.on_fatal(reason)
 
     def stop(self, timeout: float = 5.0) -> None:
+        """Stop the dream thread and any model still loading; waits up to `timeout` for each."""
         self._stop.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.error("the dream thread did not stop within %.0f s", timeout)
+        with self._lock:
+            loaders = list(self._loaders)
+        for loader in loaders:
+            loader.join(min(timeout, LOADER_JOIN_S))
+            if loader.is_alive():
+                logger.error("a model load did not finish within %.0f s; leaving it", timeout)
 
     @property
     def model(self) -> DreamModel:
-        return self._model
+        return self.pipeline.model
+
+    @property
+    def alive_threads(self) -> int:
+        """Dream threads of this loop that are running (never more than one)."""
+        return int(self._thread.is_alive())
 
     def stats(self) -> dict[str, object]:
         out: dict[str, object] = dict(self.meter.read())
@@ -166,77 +213,77 @@ class DreamLoop:
         out["capture_drops"] = self.frames.drops
         return out
 
+    def _new_thread(self) -> threading.Thread:
+        return threading.Thread(target=self._run, name="dream-loop", daemon=True)
+
+    def _beat(self) -> None:
+        self.heartbeat += 1
+
+    def _new_dreamer(self, model: DreamModel) -> Dreamer:
+        dreamer = self._make_dreamer(model, self.device)
+        if hasattr(dreamer, "on_progress"):  # long graph captures keep the heartbeat going
+            dreamer.on_progress = self._beat
+        return dreamer
+
     # --- dream thread --------------------------------------------------------------------
 
-    def _run(self, generation: int) -> None:
+    def _run(self) -> None:
+        pending: Pending | None = None
         try:
-            while not self._stop.is_set() and generation == self._generation:
-                self.heartbeat += 1
+            while not self._stop.is_set():
+                self._beat()
+                if pending is not None and self.frames.count == self._last_frame:
+                    pending = self._publish(pending)  # no new frame waiting: no reason to hold it
                 count, frame = self.frames.get(self._last_frame, timeout=0.1)
                 if frame is None or count == self._last_frame:
                     continue
+                self._last_frame = count
                 snap = self.params.snapshot()
                 if snap.paused:
-                    self._last_frame = count
                     time.sleep(0.01)
                     continue
-                self._last_frame = count
-                try:
-                    self.process(frame, snap)
-                except torch.cuda.OutOfMemoryError as err:
-                    self._shrink(frame, err)
-                except (RuntimeError, ValueError) as err:
-                    # A failing frame is logged and skipped; the show goes on with the next one.
-                    self.errors += 1
-                    if self.errors <= 5 or self.errors % 100 == 0:
-                        logger.error(
-                            "frame %d failed and was skipped (%d so far): %s",
-                            frame.index,
-                            self.errors,
-                            err,
-                        )
+                started = self._start(frame, snap)
+                if pending is not None:
+                    pending = self._publish(pending)  # frame N, read back while N+1 dreams
+                if started is not None and self.pipeline.overlaps:
+                    pending = started
+                elif started is not None:
+                    self._publish(started)
                 if self.max_frames is not None and self._index >= self.max_frames:
                     break
+            if pending is not None and not self._stop.is_set():
+                self._publish(pending)
+        except BaseException:
+            logger.exception("the dream thread ended on an unexpected error")
+            raise
         finally:
-            if generation == self._generation:
-                self.done.set()
+            self.done.set()
 
-    def _shrink(self, frame: Frame, err: Exception) -> None:
-        """After CUDA out-of-memory: dream at 3/4 of the size from now on, and say so."""
-        self.errors += 1
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        old = self.scale
-        self.scale = max(0.25, self.scale * 0.75)  # 0.25: below that the dream is a blur
-        h, w = frame.image.shape[:2]
-        logger.error(
-            "out of GPU memory dreaming at %dx%d (%s); dreaming at %dx%d from now on",
-            round(w * old),
-            round(h * old),
-            str(err).splitlines()[0],
-            round(w * self.scale),
-            round(h * self.scale),
-        )
+    def _start(self, frame: Frame, snap: Snapshot) -> Pending | None:
+        """Begin a frame; a failure is counted and handled here (None: nothing to publish)."""
+        try:
+            if self._poll_model_switch(snap):
+                snap = self.params.snapshot()  # the swap changed the layer list, maybe the layer
+            pending = self.pipeline.start(frame, snap)
+        except torch.cuda.OutOfMemoryError as err:
+            self.errors += 1
+            self.pipeline.shrink(frame, err)
+            return None
+        except (RuntimeError, ValueError) as err:
+            self._failed(frame, err)
+            return None
+        self._succeeded(snap)
+        return pending
 
-    def process(self, frame: Frame, snap: Snapshot) -> Output:
-        """Dream one frame and publish it. Runs on the dream thread (or a test's thread)."""
-        if self._poll_model_switch(snap):
-            snap = self.params.snapshot()  # the swap changed the layer list and maybe the layer
-        if self.attract is not None:
-            snap = self.attract.modulate(snap, frame.image)
-        if snap.reset_count != self._reset_seen:
-            self._reset_seen = snap.reset_count
-            self._feedback.reset()
-        t0 = time.monotonic()
-        camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
-        x = self._feedback.apply(
-            camera_t, frame.image, snap.feedback, flow=snap.flow, zoom=snap.zoom, rotate=snap.rotate
-        )  # (1, 3, H, W)
-        if snap.steps > 0:
-            x = self._dream(x, snap)
-        self._feedback.remember(x)
-        image = self._download(x)  # (H, W, 3) uint8: the frame's one read-back
+    def _publish(self, pending: Pending) -> None:
+        """Wait for a started frame's picture and hand it to the display and the callbacks."""
+        try:
+            image = self.pipeline.finish(pending)
+        except RuntimeError as err:
+            self._failed(pending.frame, err)
+            return None
         done = time.monotonic()
+        frame, snap = pending.frame, pending.snap
         out = Output(
             dream=image,
             camera=frame.image,
@@ -247,48 +294,67 @@ class DreamLoop:
             target=snap.target_name,
         )
         self._index += 1
-        self.meter.tick(done - frame.timestamp, done - t0, done)
+        self.meter.tick(done - frame.timestamp, done - pending.started, done)
         self.outputs.put(out)
         for callback in self.callbacks:
             try:
                 callback(out)
             except Exception as err:  # noqa: BLE001 - a broken recorder or stats hook must not stop the show
                 logger.error("per-frame callback %r failed: %s", callback, err)
-        return out
+        return None
 
-    def _dream(self, x: torch.Tensor, snap: Snapshot) -> torch.Tensor:
-        """Dream x (1, 3, H, W), at a reduced size after an out-of-memory error."""
-        objective, cfg = self._objective_for(snap), self._config_for(snap)
-        if self.scale >= 1.0:
-            return self._dreamer.dream(x, objective, cfg)
-        h, w = x.shape[-2:]
-        small = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        dreamed = self._dreamer.dream(small, objective, cfg)
-        # Carry only the added detail up, so the picture itself stays sharp.
-        detail = F.interpolate(dreamed - small, size=(h, w), mode="bilinear", align_corners=False)
-        return (x + detail).clamp_(0, 1)
+    def process(self, frame: Frame, snap: Snapshot) -> Output:
+        """Dream one frame and publish it, on the calling thread (tests, tools).
 
-    def _objective_for(self, snap: Snapshot):
-        key = (self._model.name, snap.layer, snap.target)
-        if key != self._objective_key:
-            try:
-                self._objective = build(self._model, layer=snap.layer, target=snap.target)
-            except ObjectiveError as err:
-                same_model = self._objective_key is not None and self._objective_key[0] == key[0]
-                if not same_model:
-                    raise  # an objective of another model's layers cannot be kept
-                logger.error("objective refused, keeping %r: %s", self._objective, err)
-            self._objective_key = key
-        return self._objective
+        Raises what the frame raised (the thread logs and counts it instead).
+        """
+        if self._poll_model_switch(snap):
+            snap = self.params.snapshot()
+        self._publish(self.pipeline.start(frame, snap))
+        return self.outputs.peek()[1]
 
-    def _config_for(self, snap: Snapshot) -> DreamConfig:
-        return replace(
-            self.base,
-            steps=snap.steps,
-            octaves=snap.octaves,
-            octave_scale=snap.octave_scale,
-            step_size=snap.step_size,
-            jitter=snap.jitter,
+    def _succeeded(self, snap: Snapshot) -> None:
+        self._failed_in_a_row = 0
+        self._fell_back = False
+        if self._good is None or self._good[0] != snap.version:
+            self._good = (snap.version, self.params.state())
+
+    def _failed(self, frame: Frame, err: Exception) -> None:
+        """A failing frame is logged and skipped; the show goes on with the next one. A run of
+        them falls back to the parameters that last worked, then gives up."""
+        self.errors += 1
+        self._failed_in_a_row += 1
+        if is_unrecoverable(err):
+            self.fail(f"unrecoverable device error, the GPU needs a fresh process: {err}")
+            return
+        if self.errors <= 5 or self.errors % 100 == 0:
+            logger.error(
+                "frame %d failed and was skipped (%d so far): %s", frame.index, self.errors, err
+            )
+        if self._failed_in_a_row >= GIVE_UP_AFTER:
+            self.fail(f"{self._failed_in_a_row} frames in a row failed, the last with: {err}")
+        elif self._failed_in_a_row >= FALLBACK_AFTER and not self._fell_back:
+            self._fell_back = True
+            self._fall_back(err)
+
+    def _fall_back(self, err: Exception) -> None:
+        if self._good is None:
+            logger.error(
+                "%d frames in a row failed (%s) and no parameters have worked yet",
+                self._failed_in_a_row,
+                err,
+            )
+            return
+        values = {k: v for k, v in self._good[1].items() if k in NAMES and k not in NOT_RESTORED}
+        try:
+            self.params.update(values, glide=False)
+        except ValueError as refused:
+            logger.error("falling back failed: %s", refused)
+            return
+        logger.error(
+            "%d frames in a row failed (last: %s); fell back to the last parameters that worked",
+            self._failed_in_a_row,
+            err,
         )
 
     def _poll_model_switch(self, snap: Snapshot) -> bool:
@@ -300,35 +366,38 @@ class DreamLoop:
         count, loaded = self._switch.peek()
         if loaded is not None and count > 0 and self._switching is not None:
             name, self._switching = self._switching, None
+            model = self.pipeline.model
             if isinstance(loaded, Exception):
                 logger.error(
-                    "could not switch to model %s, keeping %s: %s", name, self._model.name, loaded
+                    "could not switch to model %s, keeping %s: %s", name, model.name, loaded
                 )
-                self.params.set_layers(self._model.layers, self._model.name)
+                self.params.set_layers(model.layers, model.name)
             else:
-                self._model, self._dreamer = loaded
-                self._objective_key = None
-                self.params.set_layers(self._model.layers, self._model.name)
-                logger.info("switched to model %s", self._model.name)
+                self.pipeline.set_model(*loaded)
+                self.params.set_layers(loaded[0].layers, loaded[0].name)
+                logger.info("switched to model %s", loaded[0].name)
             self._switch = LatestSlot()
             return True
-        if snap.model != self._model.name and self._switching is None:
+        if snap.model != self.pipeline.model.name and self._switching is None:
             self._switching = snap.model
-            slot = self._switch
-            threading.Thread(
-                target=self._load, args=(snap.model, slot), name="model-load", daemon=True
-            ).start()
+            loader = threading.Thread(
+                target=self._load, args=(snap.model, self._switch), name="model-load", daemon=True
+            )
+            with self._lock:
+                self._loaders = [t for t in self._loaders if t.is_alive()] + [loader]
+            loader.start()
             logger.info(
                 "loading model %s in the background; dreaming on with %s",
                 snap.model,
-                self._model.name,
+                self.pipeline.model.name,
             )
         return False
 
     def _load(self, name: str, slot: LatestSlot) -> None:
+        """A model-load thread: the model and its dreamer (folding and its check) off the
+        dream thread."""
         try:
             model, _ = load_model(name, device=self.device, weights=self.weights.get(name))
-            # The dreamer too (BatchNorm folding and its check) is built here, off the dream thread.
-            slot.put((model, self._make_dreamer(model, self.device)))
+            slot.put((model, self._new_dreamer(model)))
         except (ModelError, OSError, RuntimeError) as err:
             slot.put(err)

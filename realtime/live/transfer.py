@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -90,41 +92,65 @@ class Uploader:
         return self._out.copy_(chw).div_(255.0)  # (1, 3, H, W) float32 in [0, 1]
 
 
+@dataclass
+class _Slot:
+    """One read-back buffer set: device float and uint8 staging, host (pinned on CUDA) uint8."""
+
+    scaled: Tensor  # (1, 3, H, W) float32 on the device
+    staged: Tensor  # (H, W, 3) uint8 on the device
+    host: Tensor  # (H, W, 3) uint8, pinned on CUDA
+    host_np: np.ndarray  # numpy view of host
+    copied: torch.cuda.Event | None  # recorded after the device -> host copy
+
+
+@dataclass
+class Readback:
+    """A read-back under way: `Downloader.finish` waits for it and returns the picture."""
+
+    slot: _Slot
+
+
 class Downloader:
     """(1, 3, H, W) float in [0, 1] on the device -> (H, W, 3) uint8 RGB numpy on the host.
 
     The conversion to uint8 (clamp, scale, round) happens on the device into reused buffers, so
-    only a quarter of the bytes cross the bus; an async copy into a pinned host buffer is
-    followed by the one host sync of the frame (an event). The result is copied out of the
-    pinned buffer (a 1280x720 frame is a ~1 ms memcpy), because the display and the recorder
-    keep it while the next frame is read back.
+    only a quarter of the bytes cross the bus. `start` queues the conversion and an async copy
+    into a pinned host buffer and returns at once; `finish` waits for that copy (the frame's one
+    host sync, on an event) and copies the picture out, because the display and the recorder
+    keep it while later frames are read back. Two buffer sets alternate, so frame N can be
+    finished while frame N+1's read-back is already queued behind its dream (the loop overlaps
+    host and device work this way on CUDA). `__call__` is start then finish.
 
     One thread (the dream thread) uses an instance.
     """
 
+    SLOTS = 2  # double buffering: one read-back being finished, one queued
+
     def __init__(self, device: torch.device | str) -> None:
         self.device = torch.device(device)
         self._cuda = self.device.type == "cuda"
-        self._scaled: Tensor | None = None  # (1, 3, H, W) float32 on the device
-        self._staged: Tensor | None = None  # (H, W, 3) uint8 on the device
-        self._host: Tensor | None = None  # (H, W, 3) uint8, pinned on CUDA
-        self._host_np: np.ndarray | None = None  # numpy view of _host
-        self._copied: torch.cuda.Event | None = None  # recorded after the device -> host copy
+        self._slots: list[_Slot] = []
+        self._next = 0  # which slot the next start() uses
         self.allocations = 0  # how many times the buffers were (re)allocated
 
     def _allocate(self, h: int, w: int) -> None:
-        self._scaled = torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device)
-        self._staged = torch.empty((h, w, 3), dtype=torch.uint8, device=self.device)
-        if self._cuda:
-            self._host = _pinned((h, w, 3), self.device)
-            self._copied = torch.cuda.Event()
-        else:
-            self._host = self._staged
-        self._host_np = self._host.numpy()
+        self._slots = []
+        for _ in range(self.SLOTS):
+            staged = torch.empty((h, w, 3), dtype=torch.uint8, device=self.device)
+            host = _pinned((h, w, 3), self.device) if self._cuda else staged
+            self._slots.append(
+                _Slot(
+                    scaled=torch.empty((1, 3, h, w), dtype=torch.float32, device=self.device),
+                    staged=staged,
+                    host=host,
+                    host_np=host.numpy(),
+                    copied=torch.cuda.Event() if self._cuda else None,
+                )
+            )
         self.allocations += 1
 
-    def __call__(self, t: Tensor) -> np.ndarray:
-        """Read one frame back; returns a fresh (H, W, 3) uint8 array the caller owns."""
+    def start(self, t: Tensor) -> Readback:
+        """Queue the read-back of one frame; returns at once on CUDA."""
         if t.ndim != 4 or t.shape[:2] != (1, 3) or not t.is_floating_point():
             raise TransferError(
                 f"expected a (1, 3, H, W) float tensor, got {tuple(t.shape)} {t.dtype}"
@@ -132,14 +158,26 @@ class Downloader:
         if t.device != self.device and not (t.device.type == self.device.type == "cuda"):
             raise TransferError(f"expected a tensor on {self.device}, got one on {t.device}")
         h, w = t.shape[-2:]
-        if self._scaled is None or self._scaled.shape[-2:] != (h, w):
+        if not self._slots or self._slots[0].scaled.shape[-2:] != (h, w):
             self._allocate(h, w)
-        scaled = self._scaled
-        torch.mul(t.detach(), 255.0, out=scaled)  # (1, 3, H, W) float32 on the 0..255 scale
-        scaled.clamp_(0.0, 255.0).round_()
-        self._staged.copy_(scaled[0].permute(1, 2, 0))  # (H, W, 3) uint8: exact integers
+        slot = self._slots[self._next]
+        self._next = (self._next + 1) % self.SLOTS
+        if slot.copied is not None:
+            slot.copied.synchronize()  # its last read-back was finished long ago (two frames)
+        torch.mul(t.detach(), 255.0, out=slot.scaled)  # (1, 3, H, W) float32 on the 0..255 scale
+        slot.scaled.clamp_(0.0, 255.0).round_()
+        slot.staged.copy_(slot.scaled[0].permute(1, 2, 0))  # (H, W, 3) uint8: exact integers
         if self._cuda:
-            self._host.copy_(self._staged, non_blocking=True)
-            self._copied.record()
-            self._copied.synchronize()  # the frame's one read-back wait
-        return self._host_np.copy()
+            slot.host.copy_(slot.staged, non_blocking=True)
+            slot.copied.record()
+        return Readback(slot)
+
+    def finish(self, pending: Readback) -> np.ndarray:
+        """Wait for a read-back; returns a fresh (H, W, 3) uint8 array the caller owns."""
+        if pending.slot.copied is not None:
+            pending.slot.copied.synchronize()  # the frame's one read-back wait
+        return pending.slot.host_np.copy()
+
+    def __call__(self, t: Tensor) -> np.ndarray:
+        """Read one frame back now; returns a fresh (H, W, 3) uint8 array the caller owns."""
+        return self.finish(self.start(t))

@@ -11,8 +11,8 @@ import torch
 import torchvision
 
 from realtime.control.params import LiveParams
-from realtime.engine.dream import activation
 from realtime.engine.models import MODEL_NAMES, cache_path
+from realtime.engine.step import activation
 from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
 from realtime.live.slot import Frame, LatestSlot
@@ -115,7 +115,7 @@ def run_frames(loop: DreamLoop, frames: list[Frame], params: LiveParams, n_out: 
 
 def test_a_failing_frame_is_skipped_and_the_loop_goes_on(lite0, params, caplog):
     loop = make_loop(lite0, params)
-    real = loop._dreamer.dream
+    real = loop.pipeline.dreamer.dream
     calls = {"n": 0}
 
     def flaky(*args, **kw):
@@ -124,7 +124,7 @@ def test_a_failing_frame_is_skipped_and_the_loop_goes_on(lite0, params, caplog):
             raise RuntimeError("injected: a kernel failed")
         return real(*args, **kw)
 
-    loop._dreamer.dream = flaky
+    loop.pipeline.dreamer.dream = flaky
     run_frames(loop, demo_frames(6), params, n_out=4)
     assert loop.errors == 1
     assert loop.outputs.count >= 4
@@ -143,16 +143,16 @@ def test_a_broken_callback_does_not_stop_the_show(lite0, params, caplog):
 
 def test_out_of_memory_shrinks_the_dream_and_keeps_the_frame_size(lite0, params, caplog):
     loop = make_loop(lite0, params)
-    real = loop._dreamer.dream
+    real = loop.pipeline.dreamer.dream
 
     def small_only(x, *args, **kw):
         if x.shape[-1] > 130:  # pretend the GPU cannot hold a 160-px-wide dream
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
         return real(x, *args, **kw)
 
-    loop._dreamer.dream = small_only
+    loop.pipeline.dreamer.dream = small_only
     run_frames(loop, demo_frames(5), params, n_out=3)
-    assert loop.scale == pytest.approx(0.75)
+    assert loop.pipeline.scale == pytest.approx(0.75)
     assert loop.outputs.count >= 3
     assert loop.outputs.peek()[1].dream.shape == (SIZE[1], SIZE[0], 3)
     assert "out of GPU memory dreaming at 160x96" in caplog.text
@@ -222,36 +222,136 @@ def test_model_switch_loads_in_the_background_without_stalling(
     assert loop.outputs.peek()[1].layer in loop.model.layers
 
 
-def test_restart_replaces_a_hung_dream_thread(lite0, params):
-    loop = make_loop(lite0, params)
-    real = loop._dreamer.dream
-    release = threading.Event()
-    calls = {"n": 0}
+def dream_threads() -> int:
+    return sum(t.name == "dream-loop" and t.is_alive() for t in threading.enumerate())
 
-    def hangs_once(*args, **kw):
+
+def test_a_stuck_dream_thread_is_never_doubled_and_ends_the_process(lite0, params):
+    """The watchdog's action on a thread stuck in a call that never returns: no second dream
+    thread beside it (both would write the same buffers); the loop fails, the app exits."""
+    from realtime.live.watchdog import Watchdog
+
+    reasons = []
+    loop = make_loop(lite0, params, on_fatal=reasons.append)
+    release = threading.Event()
+    loop.pipeline.dreamer.dream = lambda x, *a, **kw: release.wait(60) and x  # a call that hangs
+    before = dream_threads()
+    dog = Watchdog(interval=0.05)
+    dog.watch("dream loop", lambda: loop.heartbeat, loop.recover, timeout=0.5)
+    loop.start()
+    dog.start()
+    try:
+        loop.frames.put(demo_frames(1)[0])
+        assert wait_for(lambda: loop.fatal is not None, 10)
+        assert dream_threads() == before + 1  # the stuck one only, never a second
+        assert len(reasons) == 1 and "stuck" in reasons[0] and loop.done.is_set()
+        loop.recover()  # again: nothing more happens
+        assert dream_threads() == before + 1 and len(reasons) == 1
+    finally:
+        dog.stop()
+        release.set()
+        loop.stop()
+    assert wait_for(lambda: dream_threads() == before, 10)
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_dream_thread_that_ended_is_restarted(lite0, params, caplog):
+    loop = make_loop(lite0, params)
+    calls = {"n": 0}
+    real = loop.pipeline.dreamer.dream
+
+    def dies_once(*args, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
-            release.wait(30)  # a driver call that never returns
+            raise SystemError("a bug that nothing catches")  # ends the thread
         return real(*args, **kw)
 
-    loop._dreamer.dream = hangs_once
-    frames = demo_frames(4)
+    loop.pipeline.dreamer.dream = dies_once
+    frames = demo_frames(3)
     loop.start()
     try:
         loop.frames.put(frames[0])
-        assert wait_for(lambda: calls["n"] == 1, 10)
-        beat = loop.heartbeat
-        time.sleep(0.3)
-        assert loop.heartbeat == beat  # stuck: the watchdog would see no pulse
-        stuck = loop._thread
-        loop.restart()
-        for frame in frames[1:]:
-            loop.frames.put(frame)
-            time.sleep(0.2)
+        assert wait_for(lambda: not loop._thread.is_alive(), 10)
+        loop.recover()
+        assert loop.restarts == 1 and dream_threads() == 1 and loop.fatal is None
+        loop.frames.put(frames[1])
         assert wait_for(lambda: loop.outputs.count >= 1, 30)
-        assert loop.heartbeat > beat
     finally:
-        release.set()
         loop.stop()
-    stuck.join(30)  # the abandoned thread finishes its frame, sees it was replaced, and ends
-    assert not stuck.is_alive()
+    assert "the dream thread ended on an unexpected error" in caplog.text
+    assert "starting a new one (restart 1)" in caplog.text
+
+
+def test_an_unrecoverable_cuda_error_ends_the_loop_at_once(lite0, params):
+    reasons = []
+    loop = make_loop(lite0, params, on_fatal=reasons.append)
+
+    def broken(*args, **kw):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    loop.pipeline.dreamer.dream = broken
+    loop.start()
+    try:
+        loop.frames.put(demo_frames(1)[0])
+        assert wait_for(lambda: loop.fatal is not None, 10)
+    finally:
+        loop.stop()
+    assert loop.errors == 1 and "illegal memory access" in reasons[0]
+
+
+def test_failing_frames_fall_back_to_the_last_parameters_that_worked_then_give_up(
+    lite0, params, caplog
+):
+    from realtime.live import loop as loop_module
+
+    reasons = []
+    loop = make_loop(lite0, params, on_fatal=reasons.append)
+    params.set("steps", 1, glide=False)
+    frame = demo_frames(1)[0]
+    loop.process(frame, params.snapshot())  # works with these settings
+    loop._succeeded(params.snapshot())
+    real = loop.pipeline.dreamer.dream
+
+    def fails_when_deep(x, objective, cfg, *args, **kw):
+        if cfg.steps > 3:
+            raise RuntimeError("injected: too deep for this machine")
+        return real(x, objective, cfg, *args, **kw)
+
+    loop.pipeline.dreamer.dream = fails_when_deep
+    params.set("steps", 9, glide=False)  # an operator's change that fails every frame
+    for i in range(loop_module.FALLBACK_AFTER):
+        assert loop._start(Frame(frame.image, time.monotonic(), i), params.snapshot()) is None
+    assert params.get("steps") == 1  # fell back
+    assert "fell back to the last parameters that worked" in caplog.text
+    assert loop._start(Frame(frame.image, time.monotonic(), 99), params.snapshot()) is not None
+    assert loop.fatal is None
+
+    def always_fails(*args, **kw):
+        raise RuntimeError("injected: broken for good")
+
+    loop.pipeline.dreamer.dream = always_fails
+    for i in range(loop_module.GIVE_UP_AFTER):
+        loop._start(Frame(frame.image, time.monotonic(), 100 + i), params.snapshot())
+    assert loop.fatal is not None and "frames in a row failed" in reasons[0]
+
+
+def test_stop_joins_a_model_still_loading(lite0, params, monkeypatch):
+    import realtime.live.loop
+
+    started, finished = threading.Event(), threading.Event()
+
+    def slow_load(*args, **kw):
+        started.set()
+        time.sleep(1.0)
+        finished.set()
+        raise realtime.live.loop.ModelError("no weights here")
+
+    monkeypatch.setattr(realtime.live.loop, "load_model", slow_load)
+    loop = make_loop(lite0, params)
+    params.set("model", "googlenet")
+    loop.start()
+    loop.frames.put(demo_frames(1)[0])
+    assert started.wait(20)
+    loop.stop(timeout=5.0)
+    assert finished.is_set()  # stop() waited for the loader instead of leaving it running
+    assert not any(t.name == "model-load" and t.is_alive() for t in threading.enumerate())

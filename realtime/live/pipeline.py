@@ -1,0 +1,156 @@
+"""One frame's work, the same live and offline: feedback, dream, read-back."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import torch
+
+from realtime.control.params import Snapshot
+from realtime.engine.models import DreamModel
+from realtime.engine.objectives import Objective, ObjectiveError, build
+from realtime.engine.step import Dreamer, resize
+from realtime.live.attract import AttractMode
+from realtime.live.feedback import Feedback
+from realtime.live.slot import Frame
+from realtime.live.transfer import Downloader, Readback, Uploader
+
+logger = logging.getLogger(__name__)
+
+MIN_SCALE = 0.25  # below a quarter of the frame the dream is a blur
+
+
+@dataclass
+class Pending:
+    """A frame whose dream is queued (on CUDA, maybe still running) and whose read-back started."""
+
+    frame: Frame
+    snap: Snapshot
+    readback: Readback
+    started: float  # time.monotonic() when its work began
+
+
+class FramePipeline:
+    """The per-frame work of the live loop: attract mode, feedback, dream, read-back.
+
+    `start(frame, snap)` does the frame's host work (optical flow, upload) and queues its device
+    work (feedback warp, dream, read-back); `finish(pending)` waits for the picture. On CUDA the
+    dream loop finishes frame N after starting frame N+1, so host and device work overlap; the
+    offline render and the CPU run `process`, which is start then finish. Everything that makes
+    the look lives here, so `render --live` shows exactly what the installation shows.
+
+    One thread uses an instance (the dream thread, or the render's).
+    """
+
+    def __init__(
+        self,
+        model: DreamModel,
+        dreamer: Dreamer,
+        device: torch.device,
+        flow_width: int = 160,
+        attract: AttractMode | None = None,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        """Args:
+        model: the network the objectives are built for.
+        dreamer: runs the dream step (see realtime.engine.strategy.make_dreamer).
+        device: where the frame is dreamed.
+        flow_width: width in px at which the optical flow is computed.
+        attract: deepens the dream when the camera sees no motion (None: off).
+        generator: CPU generator for reproducible jitter (offline renders); None: torch's own.
+        """
+        self.model = model
+        self.dreamer = dreamer
+        self.device = device
+        self.attract = attract
+        self.generator = generator
+        self.scale = 1.0  # dream size relative to the frame; lowered after CUDA out-of-memory
+        self.feedback = Feedback(device, flow_width=flow_width)
+        self._upload = Uploader(device)  # reused (pinned on CUDA) buffers, one set per frame size
+        self._download = Downloader(device)
+        self._objective_key: tuple | None = None
+        self._objective: Objective | None = None
+        self._reset_seen = 0
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether finishing a frame after starting the next one saves time (CUDA only)."""
+        return self.device.type == "cuda"
+
+    def set_model(self, model: DreamModel, dreamer: Dreamer) -> None:
+        """Swap in another network (built off this thread) for the next frame."""
+        self.model, self.dreamer = model, dreamer
+        self._objective_key = None
+
+    def start(self, frame: Frame, snap: Snapshot) -> Pending:
+        """Queue one frame's work."""
+        started = time.monotonic()
+        if self.attract is not None:
+            snap = self.attract.modulate(snap, frame.image)
+        if snap.reset_count != self._reset_seen:
+            self._reset_seen = snap.reset_count
+            self.feedback.reset()
+        camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
+        fb = snap.feedback
+        x = self.feedback.apply(
+            camera_t, frame.image, fb.amount, flow=fb.flow, zoom=fb.zoom, rotate=fb.rotate
+        )  # (1, 3, H, W)
+        if snap.dream.steps > 0:
+            x = self._dream(x, snap)
+        self.feedback.remember(x)
+        return Pending(frame, snap, self._download.start(x), started)
+
+    def finish(self, pending: Pending):
+        """The dreamed picture, (H, W, 3) uint8 RGB (waits for its read-back)."""
+        return self._download.finish(pending.readback)
+
+    def process(self, frame: Frame, snap: Snapshot):
+        """One frame, start to finish: the dreamed picture, (H, W, 3) uint8 RGB."""
+        return self.finish(self.start(frame, snap))
+
+    def shrink(self, frame: Frame, err: Exception) -> None:
+        """After CUDA out-of-memory: dream at 3/4 of the size from now on, and say so."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        old = self.scale
+        self.scale = max(MIN_SCALE, self.scale * 0.75)
+        h, w = frame.image.shape[:2]
+        logger.error(
+            "out of GPU memory dreaming at %dx%d (%s); dreaming at %dx%d from now on",
+            round(w * old),
+            round(h * old),
+            str(err).splitlines()[0],
+            round(w * self.scale),
+            round(h * self.scale),
+        )
+
+    def objective(self, snap: Snapshot) -> Objective:
+        """The objective for the snapshot's layer and target, built only when they change.
+
+        A refused objective keeps the last one of the same model (and says so); for a model
+        just swapped in there is none to keep, and the error goes up.
+        """
+        key = (self.model.name, snap.layer, snap.target)
+        if key != self._objective_key:
+            try:
+                self._objective = build(self.model, layer=snap.layer, target=snap.target)
+            except ObjectiveError as err:
+                same_model = self._objective_key is not None and self._objective_key[0] == key[0]
+                if not same_model or self._objective is None:
+                    raise  # an objective of another model's layers cannot be kept
+                logger.error("objective refused, keeping %r: %s", self._objective, err)
+            self._objective_key = key
+        return self._objective
+
+    def _dream(self, x: torch.Tensor, snap: Snapshot) -> torch.Tensor:
+        """Dream x (1, 3, H, W), at a reduced size after an out-of-memory error."""
+        objective, cfg = self.objective(snap), snap.dream
+        if self.scale >= 1.0:
+            return self.dreamer.dream(x, objective, cfg, self.generator)
+        h, w = x.shape[-2:]
+        small = resize(x, (max(1, round(h * self.scale)), max(1, round(w * self.scale))))
+        dreamed = self.dreamer.dream(small, objective, cfg, self.generator)
+        # Carry only the added detail up, so the picture itself stays sharp.
+        return (x + resize(dreamed - small, (h, w))).clamp_(0, 1)
