@@ -91,12 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     _knob_flags(render, "dream", RENDER_DREAM)
     render.add_argument("--max-side", type=int, help="shrink so the longer side is at most this")
     render.add_argument(
-        "--blend",
-        type=float,
-        default=0.5,
-        help="video: share of the previous dreamed frame carried over (default 0.5)",
+        "--live",
+        action="store_true",
+        help="video: exactly the live look (the preset's settings, at capture.size, through the "
+        "live loop's per-frame code) instead of the offline defaults",
     )
-    render.add_argument("--no-flow", action="store_true", help="video: blend without optical flow")
 
     layers = sub.add_parser("layers", help="list a model's dreamable layers")
     layers.add_argument("--model", default="googlenet")
@@ -120,6 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--profile", action="store_true", help="also profile the first row: where the time goes"
     )
+    look = bench.add_argument_group("the look (--look)")
+    look.add_argument(
+        "--look",
+        action="store_true",
+        help="measure the look instead of speed: steadiness, ghosting, strength per preset",
+    )
+    look.add_argument(
+        "--footage",
+        nargs="+",
+        metavar="FILE",
+        help="videos to measure on (default footage/people.mp4 from `make footage`; "
+        "'synthetic' for the built-in clip)",
+    )
+    look.add_argument("--presets", help="comma-separated presets (default: every one in config/)")
+    look.add_argument("--size", help="dream size WxH instead of each preset's capture.size")
+    look.add_argument("--strips", metavar="DIR", help="write a strip of frames per preset here")
 
     sub.add_parser("osc-map", help="print the OSC address reference")
     sub.add_parser("settings", help="print every config key with its range, default and effect")
@@ -193,44 +208,48 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     from realtime.app.render import render
+    from realtime.control.params import LiveParams
     from realtime.engine.device import pick_device
-    from realtime.engine.models import load_model
-    from realtime.engine.objectives import build
+    from realtime.engine.models import MODEL_NAMES, load_model
+    from realtime.knobs import parse_size
 
-    for key, value in RENDER_DREAM.items():  # the still defaults, unless a flag says otherwise
-        if getattr(args, f"knob_dream_{key}") is None:
-            setattr(args, f"knob_dream_{key}", value)
+    if not args.live:  # the offline defaults (more steps and octaves), unless a flag says otherwise
+        for key, value in RENDER_DREAM.items():
+            if getattr(args, f"knob_dream_{key}") is None:
+                setattr(args, f"knob_dream_{key}", value)
     cfg = _config_from(args)
     _setup_logging(cfg)
     device = pick_device(cfg.model.device)
-    model, reason = load_model(
+    model, _reason = load_model(  # logs which model and why
         None if cfg.model.name == "auto" else cfg.model.name,
         device=device,
         weights=cfg.model.weights or None,
     )
-    logger.info("%s", reason)
-    dream_cfg = cfg.dream
-    target = None
-    if cfg.model.target:
-        from realtime.engine.classes import resolve_class
-
-        target = resolve_class(cfg.model.target)
-    objective = build(model, layer=cfg.model.layer or model.default_layer, target=target)
+    params = LiveParams.from_config(cfg, model.layers, MODEL_NAMES, model.name)
+    if not cfg.model.layer:
+        params.set("layer", model.default_layer)
+    snap = params.snapshot()
+    size = parse_size(cfg.capture.size) if args.live else None
     logger.info(
-        "objective %r, %d octaves x %d steps", objective, dream_cfg.octaves, dream_cfg.steps
+        "dreaming %s at layer %s, target %s, %d octaves x %d steps%s",
+        args.input,
+        snap.layer,
+        snap.target_name,
+        snap.dream.octaves,
+        snap.dream.steps,
+        f", live look at {cfg.capture.size}" if args.live else "",
     )
-    render(
+    count = render(
         args.input,
         args.output,
         model,
-        objective,
-        dream_cfg,
+        snap,
         device,
+        size=size,
         max_side=args.max_side,
-        blend=args.blend,
-        flow=not args.no_flow,
+        flow_width=cfg.feedback.flow_width,
     )
-    logger.info("wrote %s", Path(args.output).resolve())
+    logger.info("wrote %d frame%s to %s", count, "s" * (count != 1), Path(args.output).resolve())
     return 0
 
 
@@ -258,9 +277,15 @@ def cmd_classes(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.look:
+        from realtime.app.look_bench import main as look_main
+
+        if args.json == "bench.json":
+            args.json = "look.json"
+        return look_main(args)
     from realtime.app.bench import main as bench_main
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
     return bench_main(args)
 
 

@@ -1,4 +1,4 @@
-"""Offline rendering: dream a still image or every frame of a video file, with a progress bar."""
+"""Offline rendering: a still dreamed at length, or a video through the live per-frame code."""
 
 from __future__ import annotations
 
@@ -12,16 +12,23 @@ import cv2
 import numpy as np
 import torch
 
+from realtime.control.params import Snapshot
 from realtime.engine.models import DreamModel
-from realtime.engine.objectives import Objective
+from realtime.engine.objectives import Objective, build
 from realtime.engine.strategy import make_dreamer
 from realtime.knobs import DreamConfig
-from realtime.live.feedback import Feedback
+from realtime.live.capture import fit_frame
+from realtime.live.pipeline import FramePipeline
 from realtime.live.recorder import VideoRecorder
+from realtime.live.slot import Frame
 from realtime.live.sources import IMAGE_SUFFIXES
-from realtime.live.transfer import Downloader, Uploader, to_image, to_tensor
+from realtime.live.transfer import to_image, to_tensor
 
 logger = logging.getLogger(__name__)
+
+
+SEED = 0  # jitter seed of every render: the same input and settings give the same frames
+VIDEO_OUTPUTS = (".mp4", ".avi")
 
 
 class RenderError(RuntimeError):
@@ -115,78 +122,146 @@ def render_image(
     return out
 
 
+def open_video(src: Path) -> tuple[cv2.VideoCapture, float, int | None]:
+    """(capture, frames per second, frame count or None) of a video file."""
+    cap = cv2.VideoCapture(str(src))
+    if not cap.isOpened():
+        cap.release()
+        raise RenderError(
+            f"cannot open video {str(src)!r}: missing or not a format OpenCV can read"
+        )
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    fps = fps if fps and 1.0 <= fps <= 240.0 else 30.0
+    return cap, fps, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+
+
+def read_frames(cap: cv2.VideoCapture, size: tuple[int, int] | None, max_side: int | None):
+    """Every frame as (H, W, 3) uint8 RGB: fitted to `size` (w, h) as the capture thread
+    fits camera frames, or else shrunk to `max_side`."""
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            return
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        yield fit_frame(rgb, size) if size is not None else shrink(rgb, max_side)
+
+
+class FrameWriter:
+    """Where rendered frames go: a video file, or a folder of lossless PNGs numbered from
+    000000.png (one per input frame)."""
+
+    def __init__(self, dst: Path, fps: float) -> None:
+        self.dst = dst
+        self.frames_written = 0
+        self.folder = dst.suffix == "" or dst.is_dir()
+        if self.folder:
+            try:
+                dst.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise RenderError(f"cannot create folder {str(dst)!r}: {err}") from err
+            self._video = None
+        elif dst.suffix.lower() in VIDEO_OUTPUTS:
+            self._video = VideoRecorder(dst, fps=fps)
+        else:
+            raise RenderError(
+                f"a video input needs a video output ({', '.join(VIDEO_OUTPUTS)}) or a folder "
+                f"for PNGs, got {str(dst)!r}"
+            )
+
+    def __call__(self, image: np.ndarray) -> None:
+        if self._video is not None:
+            self._video(image)
+            self.frames_written = self._video.frames_written
+            return
+        write_image(self.dst / f"{self.frames_written:06d}.png", image)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._video is not None:
+            self._video.close()
+            self.frames_written = self._video.frames_written
+
+
+def seeded_pipeline(
+    model: DreamModel, device: torch.device, flow_width: int = 160, seed: int = SEED
+) -> FramePipeline:
+    """The live per-frame code with its randomness seeded: the same frames in, the same out."""
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    return FramePipeline(
+        model, make_dreamer(model, device), device, flow_width=flow_width, generator=generator
+    )
+
+
 def render_video(
     src: Path,
     dst: Path,
     model: DreamModel,
-    objective: Objective,
-    cfg: DreamConfig,
+    snap: Snapshot,
     device: torch.device,
-    blend: float = 0.5,
-    flow: bool = True,
+    size: tuple[int, int] | None = None,
     max_side: int | None = None,
+    flow_width: int = 160,
+    seed: int = SEED,
+    limit: int | None = None,
+    on_frame=None,
 ) -> int:
-    """Dream every frame of a video, keeping its frame count and frame rate.
+    """Dream every frame of a video through the live loop's per-frame code (FramePipeline:
+    feedback along the flow, the dream as `snap` says), keeping the frame count and rate.
 
-    Each frame starts from the new input blended with the previous dreamed frame,
-    warped along the optical flow between the two inputs, so the dream follows the
-    motion instead of flickering.
+    Deterministic: jitter comes from a generator seeded with `seed`; no frame is dropped or
+    paced. Attract mode is off (it reacts to wall-clock time).
 
     Args:
-        blend: share of the previous dreamed frame carried into the next (0: none).
-        flow: warp that share along the optical flow.
+        snap: the parameters every frame is dreamed with (LiveParams.snapshot()).
+        size: (w, h) to fit each frame to, as the capture thread does; None keeps the input's
+            size (shrunk to max_side).
+        limit: stop after this many frames (None: all).
+        on_frame: called with (input, output) of each frame, both (H, W, 3) uint8 RGB.
 
     Returns:
         The number of frames written.
     """
-    cap = cv2.VideoCapture(str(src))
-    if not cap.isOpened():
-        raise RenderError(
-            f"cannot open video {str(src)!r}: missing or not a format OpenCV can read"
-        )
-    fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) or None
-    dreamer = make_dreamer(model, device)
-    feedback = Feedback(device)
-    upload, download = Uploader(device), Downloader(device)  # buffers reused frame to frame
-    recorder = VideoRecorder(dst, fps=fps)
-    progress = Progress(total, f"dreaming {src.name}")
+    cap, fps, total = open_video(src)
+    pipeline = seeded_pipeline(model, device, flow_width, seed)
+    writer = FrameWriter(dst, fps)
+    count = total if limit is None or total is None else min(total, limit)
+    progress = Progress(count, f"dreaming {src.name}")
     try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
+        for i, image in enumerate(read_frames(cap, size, max_side)):
+            if limit is not None and i >= limit:
                 break
-            frame = shrink(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), max_side)
-            x = feedback.apply(upload(frame), frame, blend, flow=flow)  # (1, 3, H, W)
-            x = dreamer.dream(x, objective, cfg)
-            feedback.remember(x)
-            recorder(download(x))
+            out = pipeline.process(Frame(image, time.monotonic(), i), snap)
+            writer(out)
+            if on_frame is not None:
+                on_frame(image, out)
             progress.update()
     finally:
         cap.release()
-        recorder.close()
+        writer.close()
         progress.close()
-    if recorder.frames_written == 0:
+    if writer.frames_written == 0:
         raise RenderError(f"no frames could be read from {str(src)!r}")
-    return recorder.frames_written
+    return writer.frames_written
 
 
 def render(
     src: str | Path,
     dst: str | Path,
     model: DreamModel,
-    objective: Objective,
-    cfg: DreamConfig,
+    snap: Snapshot,
     device: torch.device,
+    size: tuple[int, int] | None = None,
     max_side: int | None = None,
-    blend: float = 0.5,
-    flow: bool = True,
-) -> None:
-    """Dream an image or a video file, choosing by the input's suffix.
+    flow_width: int = 160,
+) -> int:
+    """Dream an image or a video file, choosing by the input's suffix. Returns frames written.
 
     Args:
+        size: videos: fit every frame to (w, h) as the live capture does (render --live).
         max_side: shrink so the longer side is at most this (None: full size).
-        blend, flow: for videos, as in render_video; a still ignores them.
     """
     src, dst = Path(src), Path(dst)
     if not src.is_file():
@@ -197,8 +272,7 @@ def render(
                 f"an image input needs an image output ({', '.join(sorted(IMAGE_SUFFIXES))}),"
                 f" got {str(dst)!r}"
             )
-        render_image(src, dst, model, objective, cfg, device, max_side=max_side)
-    else:
-        if dst.suffix.lower() not in (".mp4", ".avi"):
-            raise RenderError(f"a video input needs a .mp4 or .avi output, got {str(dst)!r}")
-        render_video(src, dst, model, objective, cfg, device, blend, flow, max_side)
+        objective = build(model, layer=snap.layer, target=snap.target)
+        render_image(src, dst, model, objective, snap.dream, device, max_side=max_side)
+        return 1
+    return render_video(src, dst, model, snap, device, size, max_side, flow_width)
