@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system demo test lint bench soak clean
+.PHONY: setup system demo test lint bench look footage soak clean
 
 setup: $(STAMP) system
 
@@ -32,6 +32,13 @@ lint: $(STAMP)
 
 bench: setup
 	$(PY) installation.py bench
+
+footage: $(STAMP)
+	PYTHON=$(PY) bash scripts/fetch-footage.sh footage
+	$(PY) scripts/make_look_footage.py footage
+
+look: setup footage
+	$(PY) installation.py bench --look --strips out/look
 
 soak: setup
 	$(PY) scripts/soak.py

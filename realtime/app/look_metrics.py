@@ -18,6 +18,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from realtime.live.feedback import flow_consistency, thumbnail
+
 # Farneback parameters (OpenCV's sample values: 3 levels at half scale, 15 px windows).
 _FARNEBACK = {
     "pyr_scale": 0.5,
@@ -28,10 +30,6 @@ _FARNEBACK = {
     "poly_sigma": 1.2,
     "flags": 0,
 }
-# Forward-backward consistency (Sundaram et al. 2010, as Ruder et al. 2016 use it): a pixel is
-# consistent when |f + b|^2 < 0.01 (|f|^2 + |b|^2) + 0.5 px^2.
-_FB_RELATIVE, _FB_ABSOLUTE = 0.01, 0.5
-GHOST_SIZE = 32  # px; width of the grey thumbnails compared for ghosting (texture averages out)
 GHOST_MARGIN = 0.05  # correlation by which the output must resemble the old scene more than the
 # new input does to count as a ghost frame
 MAX_GHOST = 30  # frames looked at after a cut
@@ -54,20 +52,6 @@ def warp(image: np.ndarray, f: np.ndarray) -> np.ndarray:
     return cv2.remap(image, m[..., 0], m[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def consistent(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """(H, W) bool: where backward flow (t -> t-1) and forward flow (t-1 -> t) agree, and the
-    sample stays inside the frame."""
-    fwd_at = warp(forward, backward)  # forward flow at where each pixel of t came from
-    total = backward + fwd_at
-    lhs = (total**2).sum(-1)
-    rhs = _FB_RELATIVE * ((backward**2).sum(-1) + (fwd_at**2).sum(-1)) + _FB_ABSOLUTE
-    h, w = backward.shape[:2]
-    ys, xs = np.indices((h, w), dtype=np.float32)
-    x, y = xs + backward[..., 0], ys + backward[..., 1]
-    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
-    return (lhs < rhs) & inside
-
-
 @dataclass(frozen=True)
 class Steadiness:
     """Warp errors of a clip (mean squared, 0..255 scale, over consistent pixels)."""
@@ -81,42 +65,56 @@ class Steadiness:
         return self.output - self.floor
 
 
+@dataclass(frozen=True)
+class Motion:
+    """The input clip's own motion, computed once and used to grade every output of it: for each
+    frame pair (t-1, t) within a shot, the backward flow and where it is consistent."""
+
+    pairs: tuple[tuple[int, np.ndarray, np.ndarray], ...]  # (t, flow t -> t-1, (H, W) bool mask)
+
+
+def motion(inputs: Sequence[np.ndarray], cuts: Sequence[int] = ()) -> Motion:
+    """Farneback flow both ways between consecutive inputs, skipping pairs across a cut."""
+    skip = set(cuts)
+    pairs = []
+    for t in range(1, len(inputs)):
+        if t in skip:
+            continue
+        back = flow(inputs[t], inputs[t - 1])  # t -> t-1: where each pixel of t was
+        mask = flow_consistency(back, flow(inputs[t - 1], inputs[t]))
+        if mask.any():
+            pairs.append((t, back, mask))
+    return Motion(tuple(pairs))
+
+
+def warp_error(frames: Sequence[np.ndarray], moved: Motion) -> float:
+    """Mean squared difference (0..255 scale) between frame t and frame t-1 warped onto it, over
+    the consistent pixels of every pair."""
+    total, count = 0.0, 0
+    for t, back, mask in moved.pairs:
+        prev = warp(frames[t - 1], back).astype(np.float32)
+        total += float(((frames[t].astype(np.float32) - prev) ** 2).mean(-1)[mask].sum())
+        count += int(mask.sum())
+    return total / count if count else 0.0
+
+
 def steadiness(
-    inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray], cuts: Sequence[int] = ()
+    inputs: Sequence[np.ndarray],
+    outputs: Sequence[np.ndarray],
+    cuts: Sequence[int] = (),
+    moved: Motion | None = None,
 ) -> Steadiness:
     """Warp error of `outputs` against the flow of `inputs`, and the inputs' own (the floor).
 
     Args:
         inputs, outputs: frames of the same length and size.
         cuts: indices t where a new scene starts (the pair t-1, t is skipped).
+        moved: motion(inputs, cuts), when it is already known (it costs two flows a frame).
     """
     if len(inputs) != len(outputs) or len(inputs) < 2:
         raise ValueError(f"need two or more frames each, got {len(inputs)} and {len(outputs)}")
-    skip = set(cuts)
-    out_sum = in_sum = 0.0
-    count = 0
-    pairs = 0
-    for t in range(1, len(inputs)):
-        if t in skip:
-            continue
-        back = flow(inputs[t], inputs[t - 1])  # t -> t-1: where each pixel of t was
-        fwd = flow(inputs[t - 1], inputs[t])
-        mask = consistent(back, fwd)
-        n = int(mask.sum())
-        if n == 0:
-            continue
-        for frames, acc in ((outputs, "out"), (inputs, "in")):
-            prev = warp(frames[t - 1], back).astype(np.float32)
-            err = ((frames[t].astype(np.float32) - prev) ** 2).mean(-1)[mask].sum()
-            if acc == "out":
-                out_sum += float(err)
-            else:
-                in_sum += float(err)
-        count += n
-        pairs += 1
-    if count == 0:
-        return Steadiness(0.0, 0.0, 0)
-    return Steadiness(out_sum / count, in_sum / count, pairs)
+    moved = moved or motion(inputs, cuts)
+    return Steadiness(warp_error(outputs, moved), warp_error(inputs, moved), len(moved.pairs))
 
 
 def strength(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> float:
@@ -128,16 +126,9 @@ def strength(inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray]) -> flo
     return total / len(inputs)
 
 
-def _thumb(image: np.ndarray) -> np.ndarray:
-    h, w = image.shape[:2]
-    size = (GHOST_SIZE, max(1, round(GHOST_SIZE * h / w)))
-    small = cv2.resize(_grey(image), size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    small -= small.mean()
-    return small / (np.linalg.norm(small) + 1e-6)
-
-
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    return float((_thumb(a) * _thumb(b)).sum())
+    """Likeness of two pictures: correlation of grey thumbnails (dream texture averages out)."""
+    return float((thumbnail(_grey(a)) * thumbnail(_grey(b))).sum())
 
 
 def ghost_frames(

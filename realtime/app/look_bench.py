@@ -1,0 +1,230 @@
+"""The look benchmark: each preset's live look on footage of people, with and without feedback.
+
+For every preset (on the bundled model, so any machine can run it) and every clip, the clip is
+dreamed three times through the live loop's per-frame code (render --live): with no feedback
+(feedback.amount = 0), with the plain blend (feedback.flow = false) and with the preset's flow
+feedback. Each run is measured by realtime.app.look_metrics: strength, warp error above the
+input's floor, frames of ghost after each cut, and the frame rate of the run.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from realtime.app.look_footage import DEFAULT_FOOTAGE, Clip, FootageError, load_clip
+from realtime.app.look_metrics import Motion, ghost_frames, motion, steadiness, strength
+from realtime.app.render import seeded_pipeline
+from realtime.control.config import Config, load_config, preset_names
+from realtime.control.params import LiveParams
+from realtime.engine.device import pick_device, tune_cpu
+from realtime.engine.models import FALLBACK_MODEL, MODEL_NAMES, DreamModel, load_model
+from realtime.knobs import parse_size
+from realtime.live.slot import Frame
+
+logger = logging.getLogger(__name__)
+
+# The conditions, as --set overrides on top of the preset (feedback keys keep their names).
+CONDITIONS = {
+    "no feedback": ("feedback.amount=0",),
+    "plain blend": ("feedback.flow=false",),
+    "flow feedback": (),
+}
+# Goals (issue "the live look"): against no feedback at the same settings.
+MAX_WARP_RATIO = 0.33  # flow feedback's warp error above the floor, at most this share
+MIN_STRENGTH_RATIO = 1.5  # at no less than this much more dream
+MAX_GHOST = 2  # frames after a cut
+STRIP_FRAMES = 6
+
+
+class LookBenchError(RuntimeError):
+    """The look benchmark could not run (footage missing, a preset refused)."""
+
+
+@dataclass
+class Run:
+    """One preset x clip x condition."""
+
+    preset: str
+    clip: str
+    condition: str
+    size: str
+    frames: int
+    strength: float
+    warp_above_floor: float
+    floor: float
+    ghost_max: int | None
+    ghost_mean: float | None
+    fps: float
+
+
+def preset_config(
+    name: str, condition: tuple[str, ...], size: str | None, model: DreamModel
+) -> Config:
+    """A preset on the bundled model: its layer if the model has it, else the model's own."""
+    base = load_config(name)
+    layer = base.model.layer if base.model.layer in model.layers else ""
+    overrides = [f"model.name={model.name}", f'model.layer="{layer}"', "attract.enabled=false"]
+    if size:
+        overrides.append(f"capture.size={size}")
+    return load_config(name, [*overrides, *condition])
+
+
+def dream_clip(
+    model: DreamModel, cfg: Config, clip: Clip, device: torch.device
+) -> tuple[list[np.ndarray], float]:
+    """The clip through the live per-frame code; (outputs, frames per second)."""
+    params = LiveParams.from_config(cfg, model.layers, MODEL_NAMES, model.name)
+    if not cfg.model.layer:
+        params.set("layer", model.default_layer)
+    snap = params.snapshot()
+    pipeline = seeded_pipeline(model, device, cfg.feedback.flow_width)
+    pipeline.process(Frame(clip.frames[0], time.monotonic(), -1), snap)  # warm-up, not timed
+    pipeline.feedback.reset()
+    outputs = []
+    started = time.perf_counter()
+    for i, image in enumerate(clip.frames):
+        outputs.append(pipeline.process(Frame(image, time.monotonic(), i), snap))
+    elapsed = time.perf_counter() - started
+    return outputs, len(outputs) / elapsed
+
+
+def measure(
+    preset: str, condition: str, cfg: Config, clip: Clip, moved: Motion, outputs, fps: float
+) -> Run:
+    steady = steadiness(clip.frames, outputs, clip.cuts, moved)
+    ghosts = [ghost_frames(clip.frames, outputs, c) for c in clip.cuts if c + 1 < len(clip.frames)]
+    return Run(
+        preset=preset,
+        clip=clip.name,
+        condition=condition,
+        size=cfg.capture.size,
+        frames=len(outputs),
+        strength=strength(clip.frames, outputs),
+        warp_above_floor=steady.above_floor,
+        floor=steady.floor,
+        ghost_max=max(ghosts) if ghosts else None,
+        ghost_mean=float(np.mean(ghosts)) if ghosts else None,
+        fps=fps,
+    )
+
+
+def verdict(flow: Run, none: Run) -> str:
+    """Whether flow feedback meets the goals against no feedback."""
+    missed = []
+    ratio = flow.warp_above_floor / max(none.warp_above_floor, 1e-9)
+    if ratio > MAX_WARP_RATIO:
+        missed.append(f"warp {ratio:.2f}x > {MAX_WARP_RATIO}x")
+    gain = flow.strength / max(none.strength, 1e-9)
+    if gain < MIN_STRENGTH_RATIO:
+        missed.append(f"strength {gain:.2f}x < {MIN_STRENGTH_RATIO}x")
+    if flow.ghost_max is not None and flow.ghost_max > MAX_GHOST:
+        missed.append(f"ghost {flow.ghost_max} > {MAX_GHOST}")
+    return "met" if not missed else "MISSED: " + ", ".join(missed)
+
+
+def strip(clip: Clip, outputs: list[np.ndarray], path: Path, start: int | None = None) -> Path:
+    """Camera above dream for STRIP_FRAMES consecutive frames, as a JPEG to look at."""
+    if start is None:  # the middle of the first scene: motion, no cut
+        first = clip.cuts[0] if clip.cuts else len(clip.frames)
+        start = max(0, first // 2 - STRIP_FRAMES // 2)
+    frames = range(start, min(start + STRIP_FRAMES, len(outputs)))
+    top = np.concatenate([clip.frames[i] for i in frames], axis=1)
+    bottom = np.concatenate([outputs[i] for i in frames], axis=1)
+    picture = np.concatenate([top, bottom], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return path
+
+
+def format_table(runs: list[Run], head: dict) -> str:
+    lines = [
+        f"# Look benchmark: {head['device']}, {head['model']} (bundled), {head['date']}",
+        "",
+        "strength: mean |output - input| (0..255). warp: mean squared warp error of the output "
+        "against the input's Farneback flow over flow-consistent pixels, minus the input's own "
+        "(floor); 0..255 scale. ghost: frames after a cut that still resemble the old scene "
+        "(max, mean over cuts). Goal for flow feedback against no feedback: warp <= "
+        f"{MAX_WARP_RATIO}x at strength >= {MIN_STRENGTH_RATIO}x, ghost <= {MAX_GHOST}.",
+        "",
+        "| preset | footage | size | condition | strength | warp above floor | vs no feedback | ghost max | ghost mean | fps | goal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        none = next(
+            x for x in runs if (x.preset, x.clip, x.condition) == (r.preset, r.clip, "no feedback")
+        )
+        ratio = r.warp_above_floor / max(none.warp_above_floor, 1e-9)
+        gain = r.strength / max(none.strength, 1e-9)
+        vs = "-" if r is none else f"{ratio:.2f}x warp, {gain:.2f}x strength"
+        goal = verdict(r, none) if r.condition == "flow feedback" else ""
+        ghost_max = "-" if r.ghost_max is None else str(r.ghost_max)
+        ghost_mean = "-" if r.ghost_mean is None else f"{r.ghost_mean:.1f}"
+        lines.append(
+            f"| {r.preset} | {r.clip} | {r.size} | {r.condition} | {r.strength:.1f} | "
+            f"{r.warp_above_floor:.1f} | {vs} | {ghost_max} | {ghost_mean} | {r.fps:.1f} | {goal} |"
+        )
+    return "\n".join(lines)
+
+
+def main(args) -> int:
+    """`installation.py bench --look`. args: device, footage, presets, frames, size, strips, json."""
+    device = pick_device(args.device)
+    if device.type == "cpu":
+        tune_cpu()
+    model, _ = load_model(FALLBACK_MODEL, device=device)
+    presets = args.presets.split(",") if args.presets else preset_names()
+    unknown = [p for p in presets if p not in preset_names()]
+    if unknown:
+        raise LookBenchError(
+            f"unknown preset(s) {', '.join(unknown)}; valid: {', '.join(preset_names())}"
+        )
+    footage = args.footage or [str(DEFAULT_FOOTAGE)]
+    runs: list[Run] = []
+    for preset in presets:
+        size = args.size or load_config(preset).capture.size
+        if args.size:
+            parse_size(args.size)
+        for source in footage:
+            try:
+                clip = load_clip(source, parse_size(size), args.frames)
+            except FootageError as err:
+                raise LookBenchError(str(err)) from err
+            moved = motion(clip.frames, clip.cuts)  # the clip's own flow, once for every run
+            for condition, overrides in CONDITIONS.items():
+                cfg = preset_config(preset, overrides, args.size, model)
+                logger.info(
+                    "look: %s on %s, %s (%d frames at %s)",
+                    preset,
+                    clip.name,
+                    condition,
+                    len(clip.frames),
+                    size,
+                )
+                outputs, fps = dream_clip(model, cfg, clip, device)
+                runs.append(measure(preset, condition, cfg, clip, moved, outputs, fps))
+                if args.strips and condition == "flow feedback":
+                    path = strip(
+                        clip, outputs, Path(args.strips) / f"{preset}-{Path(clip.name).stem}.jpg"
+                    )
+                    logger.info("look: strip of %s written to %s", preset, path)
+    head = {
+        "device": str(device),
+        "model": model.name,
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+        "footage": footage,
+    }
+    print(format_table(runs, head))
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps({**head, "runs": [r.__dict__ for r in runs]}, indent=2) + "\n"
+        )
+    return 0
