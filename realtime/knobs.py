@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 MODEL_NAMES = ("googlenet", "vgg16", "efficientnet_lite0")  # the dreamable networks
-GRAD_NORMS = ("mean", "smooth", "laplacian")
+GRAD_NORMS = ("mean", "smooth", "laplacian", "fourier")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_SIDE = 7680  # px; 8K UHD width, the largest frame any part is asked to handle
@@ -258,15 +258,49 @@ class DreamConfig(Section, section="dream"):
     grad_norm: str = knob(
         "mean",
         doc="gradient conditioning: mean (divide by mean |g|), smooth (blur first: softer "
-        "strokes) or laplacian (equalise each Laplacian band: cleaner detail)",
+        "strokes), laplacian (equalise each Laplacian band: cleaner detail) or fourier (1/f "
+        "spectrum: larger, calmer structures; class targets become recognisable)",
         choices=GRAD_NORMS,
     )
+    # Lucid's decorrelated parameterisation steps with a 1/f^decay spectrum: 1 for class targets
+    # (whole objects), 0.5 keeps a layer dream's faces and eyes finer (Olah et al. 2017).
+    fourier_decay: float = knob(0.5, 0.0, 2.0, "spectrum slope of the fourier conditioning")
+    color: bool = knob(
+        False, doc="step in a decorrelated colour space (luminance mostly): no rainbow grain"
+    )
+    views: int = knob(
+        1,
+        1,
+        8,
+        "randomly zoomed and turned copies the network sees per step (robust shapes; "
+        "each costs a step)",
+    )
+    view_zoom: float = knob(
+        0.0,
+        0.0,
+        0.5,
+        "views zoom by up to this much either way (0.3: 0.7..1.3); with view_turn "
+        "0 and views 1, the cheaper plain roll",
+    )
+    view_turn: float = knob(0.0, 0.0, 30.0, "views turn by up to this either way", unit="deg")
     # Above 8 px the blur kernel grows past what any frame needs (and its memory with it).
     smooth_sigma: float = knob(
         1.0, 0.1, 8.0, "Gaussian sigma of the smooth gradient blur", unit="px"
     )
     laplacian_levels: int = knob(
         4, 1, 8, "bands for laplacian; more evens out coarser structure too"
+    )
+    scale: float = knob(
+        1.0,
+        0.25,
+        1.0,
+        "dream at this fraction of the frame size, adding the detail to the "
+        "full-size frame (a CPU shows a 640x360 picture dreamed at 320x180)",
+    )
+    octave_cycle: bool = knob(
+        False,
+        doc="dream one octave per frame, in turn (large structures grow through the "
+        "feedback at the cost of one octave a frame)",
     )
     # The networks downsample by 32: smaller octaves leave nothing to dream on.
     min_size: int = knob(
@@ -287,7 +321,33 @@ class FeedbackConfig(Section, section="feedback"):
         live="feedback",
         glide=True,
     )
+    carry: str = knob(
+        "detail",
+        doc="what carries over: detail (the dream, output minus camera, added to the new frame: "
+        "the scene never double-exposes) or frame (the whole output cross-faded: the classic "
+        "infinite-zoom look)",
+        choices=("detail", "frame"),
+    )
+    smooth: float = knob(
+        0.8,
+        0.0,
+        0.95,
+        "share of the last frames' dream change each frame's change keeps, moved "
+        "along the flow: the random part of each step averages out, the hallucination does not",
+        live="smooth",
+        glide=True,
+    )
     flow: bool = knob(True, doc="warp the feedback along the camera's optical flow", live="flow")
+    flow_check: bool = knob(
+        True, doc="take the camera where forward and backward flow disagree (occlusions, entries)"
+    )
+    # Grey thumbnails of consecutive frames correlate ~0.9+ within a shot, ~0 across a cut.
+    cut_threshold: float = knob(
+        0.5,
+        0.0,
+        1.0,
+        "a new scene (feedback cleared) when consecutive frames correlate below this; 0: never",
+    )
     # 160 px costs ~1 ms a frame on one CPU core (DIS ultrafast) and people's motion in a room
     # is smooth at that scale; DIS gives sub-pixel flow, so even at 640 px it stays within a pixel.
     flow_width: int = knob(160, 16, 4096, "width the optical flow is computed at", unit="px")

@@ -53,6 +53,11 @@ class Snapshot:
     layer_index: int
     target: int | None  # ImageNet class index, None for no class target
     target_name: str  # "none" when no target
+    # What the dream maximises this frame: class index -> weight, and the layer term's weight.
+    # Steady, a target is ((target, 1.0),) with layer weight 0, no target () with 1; while a
+    # target switch glides, the old and the new share the weight.
+    targets: tuple[tuple[int, float], ...]
+    layer_weight: float
     model: str
     glide: float  # seconds
     paused: bool
@@ -133,6 +138,8 @@ class LiveParams:
             name: _Glide(float(self._values[name])) for name, spec in KNOBS.items() if spec.glide
         }
         self._pending_layer: str | None = None  # asked for with a model switch, applied on load
+        self._target_from: int | None = None  # the target a switch glides away from
+        self._target_glide = _Glide(1.0)  # 0 -> 1 over a switch: the new target's share
         self._reset_count = 0
         self._snapshot_count = 0
         self._version = 0
@@ -284,12 +291,19 @@ class LiveParams:
                 v[name] = g.at(now)
             layer_index = self._layers.index(str(v["layer"]))
             counts = (self._reset_count, self._snapshot_count, self._version)
+            share = self._target_glide.at(now)  # the new target's share, 0..1
+            old = self._target_from
         changes: dict[str, dict[str, object]] = {}
         for name, spec in KNOBS.items():
             if spec.section in self._base:
                 changes.setdefault(spec.section, {})[spec.name] = v[name]
         sections = {s: dataclasses.replace(self._base[s], **c) for s, c in changes.items()}
         target = v["target"]
+        weights: dict[int, float] = {}
+        for index, w in ((old, 1.0 - share), (target, share)):
+            if index is not None and w > 0.0:
+                weights[index] = weights.get(index, 0.0) + w
+        layer_weight = (1.0 - share) * (old is None) + share * (target is None)
         return Snapshot(
             dream=sections["dream"],
             feedback=sections["feedback"],
@@ -298,6 +312,8 @@ class LiveParams:
             layer_index=layer_index,
             target=target,
             target_name="none" if target is None else class_names()[target],
+            targets=tuple(sorted(weights.items())),
+            layer_weight=layer_weight,
             model=str(v["model"]),
             glide=float(v["glide"]),
             paused=bool(v["paused"]),
@@ -327,6 +343,13 @@ class LiveParams:
 
     def _store(self, name: str, stored: object, glide: bool) -> None:
         """Store a resolved value; the lock must be held."""
+        if name == "target" and stored != self._values["target"]:
+            now = self._clock()
+            # Where a switch is still gliding, the new one starts from the nearer end of it.
+            if self._target_glide.at(now) >= 0.5:
+                self._target_from = self._values["target"]
+            self._target_glide = _Glide(0.0)
+            self._target_glide.go(1.0, now, float(self._values["glide"]) if glide else 0.0)
         self._values[name] = stored
         if name in self._glides:
             seconds = float(self._values["glide"]) if glide else 0.0

@@ -65,6 +65,21 @@ def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
     return [(i, names[i]) for i in ranked[:limit]]
 
 
+# A misspelling is taken for a name only this alike (difflib's ratio): "volcanoe" -> volcano
+# (0.93), "jelly fish" -> jellyfish (0.95); "spidr" is no closer than 0.67 to anything, and is
+# refused rather than silently becoming "spindle".
+CLOSE_ENOUGH = 0.85
+
+
+def _names_it(query: str, name: str) -> bool:
+    """Whether `query` names `name`: the whole name, its start, a whole word or a part of it, or
+    a spelling at least CLOSE_ENOUGH to it."""
+    q, n = _norm(query), _norm(name)
+    if q and q in n:
+        return True
+    return difflib.SequenceMatcher(None, q, n).ratio() >= CLOSE_ENOUGH
+
+
 def resolve_class(query: str | int | float) -> int:
     """One class index from a name or an index.
 
@@ -82,12 +97,13 @@ def resolve_class(query: str | int | float) -> int:
             query = float(text)
         except ValueError:
             hits = search(text, limit=5)
-            if not hits:
-                raise ClassLookupError(
-                    f"unknown ImageNet class {text!r}; try `python installation.py classes "
-                    f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
-                ) from None
-            return hits[0][0]
+            if hits and _names_it(text, names[hits[0][0]]):
+                return hits[0][0]
+            nearest = f"; nearest: {', '.join(n for _, n in hits)}" if hits else ""
+            raise ClassLookupError(
+                f"unknown ImageNet class {text!r}{nearest}; try `python installation.py classes "
+                f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
+            ) from None
     if (
         query != query or int(query) != query or not 0 <= int(query) < len(names)
     ):  # NaN, fraction, range

@@ -1,5 +1,5 @@
-"""Gradient conditioning: how a raw image gradient is shaped before the step (normalised,
-smoothed, or equalised per Laplacian band)."""
+"""Gradient conditioning: how a raw image gradient is shaped before the step (colour, spectrum,
+smoothing, normalisation)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,31 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from realtime.knobs import DreamConfig
+
+# Lucid's colour correlation (the square root of ImageNet's colour covariance, columns scaled to a
+# largest norm of 1): stepping through C C^T puts the step mostly into luminance, where natural
+# images vary, instead of independent red/green/blue speckle.
+_COLOR_SQRT = ((0.26, 0.09, 0.02), (0.27, 0.00, -0.05), (0.27, -0.09, 0.03))
+
+
+def color_matrix(device: torch.device) -> Tensor:
+    """The (3, 3) colour preconditioner C C^T on `device` (make it once, outside any graph)."""
+    c = torch.tensor(_COLOR_SQRT, dtype=torch.float32)
+    c = c / c.norm(dim=0).max()
+    return (c @ c.T).to(device)
+
+
+def fourier_precondition(g: Tensor, decay: float) -> Tensor:
+    """Scale g's spectrum by 1 / f^decay (f: radial frequency in cycles per pixel, floored at one
+    cycle per frame), as stepping in Lucid's Fourier parameterisation does: coarse structure
+    gets the step, pixel noise does not."""
+    h, w = g.shape[-2:]
+    fy = torch.fft.fftfreq(h, device=g.device)[:, None]  # (h, 1)
+    fx = torch.fft.rfftfreq(w, device=g.device)[None, :]  # (1, w // 2 + 1)
+    f = (fy.square() + fx.square()).sqrt().clamp_min(1.0 / max(h, w))
+    spectrum = torch.fft.rfft2(g) / f.pow(decay)  # (B, 3, h, w // 2 + 1) complex
+    return torch.fft.irfft2(spectrum, s=(h, w))
+
 
 # Floor for divisors: keeps an all-zero gradient (e.g. a saturated frame) at zero instead of NaN,
 # far below any real gradient magnitude so it never biases the normalisation.
@@ -55,9 +80,17 @@ def laplacian_normalise(g: Tensor, levels: int) -> Tensor:
     return out
 
 
-def normalise_gradient(g: Tensor, cfg: DreamConfig) -> Tensor:
-    """Condition a raw (1, 3, H, W) gradient so that its mean absolute value is 1."""
-    if cfg.grad_norm == "smooth":
+def normalise_gradient(g: Tensor, cfg: DreamConfig, color: Tensor | None = None) -> Tensor:
+    """Condition a raw (1, 3, H, W) gradient so that its mean absolute value is 1.
+
+    Args:
+        color: color_matrix() on g's device, used when cfg.color is set.
+    """
+    if cfg.color and color is not None:
+        g = torch.einsum("ij,bjhw->bihw", color, g)
+    if cfg.grad_norm == "fourier":
+        g = fourier_precondition(g, cfg.fourier_decay)
+    elif cfg.grad_norm == "smooth":
         g = gaussian_blur(g, cfg.smooth_sigma)
     elif cfg.grad_norm == "laplacian":
         g = laplacian_normalise(g, cfg.laplacian_levels)

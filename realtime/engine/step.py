@@ -11,13 +11,14 @@ benchmark's naive reference, which switches off autocast, truncation and channel
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from realtime.engine.conditioning import TINY, normalise_gradient
+from realtime.engine.conditioning import TINY, color_matrix, normalise_gradient
 from realtime.engine.models import DreamModel
 from realtime.engine.objectives import Objective
 from realtime.knobs import DreamConfig
@@ -55,6 +56,14 @@ def octave_sizes(height: int, width: int, cfg: DreamConfig) -> list[tuple[int, i
     return [*sizes, (height, width)]
 
 
+def dream_sizes(height: int, width: int, cfg: DreamConfig) -> list[tuple[int, int]]:
+    """The octaves a frame of (height, width) is dreamed at: octave_sizes of the dream size,
+    which is the frame scaled by cfg.scale."""
+    if cfg.scale < 1.0:
+        height, width = max(8, round(height * cfg.scale)), max(8, round(width * cfg.scale))
+    return octave_sizes(height, width, cfg)
+
+
 def _round_to(x: float, multiple: int = OCTAVE_MULTIPLE) -> int:
     return max(multiple, multiple * round(x / multiple))
 
@@ -69,16 +78,18 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 # ---- jitter -----------------------------------------------------------------------------------
 
 
-def draw_roll(jitter: Tensor | float, device: torch.device, generator=None) -> Tensor:
-    """A random (dy, dx) in -jitter..jitter, each value equally likely, as a (2,) int64 tensor.
-
-    With a CPU `generator` (reproducible eager runs) it is drawn on the CPU and moved; without
-    one it is drawn on `device`: graph-safe on CUDA, where each replay advances the Philox offset.
-    """
+def uniform(shape: tuple[int, ...], device: torch.device, generator=None) -> Tensor:
+    """Uniform [0, 1) numbers on `device`. With a CPU `generator` (reproducible eager runs) they
+    are drawn on the CPU and moved; without one on the device: graph-safe on CUDA, where each
+    replay advances the Philox offset."""
     if generator is not None:
-        u = torch.rand(2, generator=generator).to(device)  # (2,) in [0, 1)
-    else:
-        u = torch.rand(2, device=device)
+        return torch.rand(shape, generator=generator).to(device)
+    return torch.rand(shape, device=device)
+
+
+def draw_roll(jitter: Tensor | float, device: torch.device, generator=None) -> Tensor:
+    """A random (dy, dx) in -jitter..jitter, each value equally likely, as a (2,) int64 tensor."""
+    u = uniform((2,), device, generator)  # (2,) in [0, 1)
     return (u * (2 * jitter + 1)).floor_().sub_(jitter).long()  # (2,) int64
 
 
@@ -90,6 +101,50 @@ def gather_roll(x: Tensor, rows: Tensor, cols: Tensor, shift: Tensor) -> Tensor:
     r = (rows - shift[0]).remainder_(h)  # rolled[i] = x[(i - dy) mod h], as torch.roll
     c = (cols - shift[1]).remainder_(w)
     return x.index_select(2, r).index_select(3, c)  # (B, C, h, w)
+
+
+def plain_roll(cfg: DreamConfig) -> bool:
+    """Whether the views are one rolled copy (exact and cheapest) rather than affine views."""
+    return cfg.views == 1 and cfg.view_zoom == 0.0 and cfg.view_turn == 0.0
+
+
+def jittered_views(
+    image: Tensor,
+    cfg: DreamConfig,
+    jitter: Tensor | float,
+    grid: tuple[Tensor, Tensor],
+    generator=None,
+) -> Tensor:
+    """What the network looks at this step: (views, 3, h, w) randomly moved copies of `image`.
+
+    One copy rolled by up to `jitter` px (the classic deep dream jitter, exact), or cfg.views
+    copies each zoomed by up to cfg.view_zoom, turned by up to cfg.view_turn degrees and shifted
+    by up to `jitter` px, sampled bilinearly with reflection at the borders: an expectation over
+    transformations that only shapes which survive them can satisfy (Olah et al. 2017). Either
+    way a function of `image` autograd carries the gradient back through.
+    """
+    device = image.device
+    if plain_roll(cfg):
+        return gather_roll(image, *grid, draw_roll(jitter, device, generator))
+    n = cfg.views
+    h, w = image.shape[-2:]
+    u = uniform((n, 4), device, generator) * 2 - 1  # (n, 4) in [-1, 1)
+    zoom = 1.0 + cfg.view_zoom * u[:, 0]  # (n,)
+    turn = math.radians(cfg.view_turn) * u[:, 1]
+    c, s = turn.cos() / zoom, turn.sin() / zoom
+    # Output pixel p samples the image at R p / zoom + t; rotation in pixel units, as the feedback.
+    theta = torch.stack(
+        [
+            torch.stack([c, -s * (h / w), u[:, 2] * (2 * jitter / w)], dim=1),
+            torch.stack([s * (w / h), c, u[:, 3] * (2 * jitter / h)], dim=1),
+        ],
+        dim=1,
+    )  # (n, 2, 3)
+    sample = F.affine_grid(theta, [n, 3, h, w], align_corners=False)  # (n, h, w, 2)
+    views = image.expand(n, -1, -1, -1)
+    return F.grid_sample(
+        views, sample, mode="bilinear", padding_mode="reflection", align_corners=False
+    )
 
 
 # ---- the step ---------------------------------------------------------------------------------
@@ -142,22 +197,26 @@ def ascent_step(
     objective: Objective,
     weights: tuple[Tensor, Tensor | None],
     cfg: DreamConfig,
-    shift: Tensor,
+    jitter: Tensor | float,
     grid: tuple[Tensor, Tensor],
     step_size: Tensor | float,
     opts: StepOptions,
+    color: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> Tensor:
     """One jittered ascent step on x (1, 3, h, w) float32 in [0, 1], in place; returns x.
 
     Reads only tensors and settings that fix the computation's shape, so a CUDA graph can
-    capture it: the shift (2,) and the objective's weights are tensors, the step size may be
-    a 0-d tensor, and `grid` is (rows, cols) aranges over x's height and width.
+    capture it: the jitter amount and step size may be 0-d tensors, the objective's weights are
+    tensors, `grid` is (rows, cols) aranges over x's height and width, `color` the colour
+    preconditioner (conditioning.color_matrix). The randomness comes from `generator` (CPU,
+    reproducible) or, without one, the device's generator (graph-safe).
     """
     with torch.enable_grad():
         leaf = x.detach().requires_grad_(True)  # (1, 3, h, w) float32
-        view = gather_roll(leaf, *grid, shift)  # (1, 3, h, w): what the network sees
-        g = objective_gradient(model, leaf, view, objective, weights, opts)
-    g = normalise_gradient(g, cfg)  # (1, 3, h, w), mean |g| = 1
+        views = jittered_views(leaf, cfg, jitter, grid, generator)  # (n, 3, h, w)
+        g = objective_gradient(model, leaf, views, objective, weights, opts)
+    g = normalise_gradient(g, cfg, color)  # (1, 3, h, w), mean |g| = 1
     return x.add_(g * step_size).clamp_(0.0, 1.0)
 
 
@@ -190,6 +249,7 @@ class Dreamer:
             self.model.to(memory_format=torch.channels_last)
         if self.is_cuda:
             torch.backends.cudnn.benchmark = True  # fixed shapes per octave: pick fast kernels once
+        self.color = color_matrix(self.device)  # (3, 3), made once: never inside a graph
         self._grids: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         self._weights: tuple[tuple, tuple[Tensor, Tensor | None]] | None = None
 
@@ -219,11 +279,20 @@ class Dreamer:
     ) -> Tensor:
         """One jittered ascent step; returns a new (1, 3, H, W) float32 tensor in [0, 1]."""
         x = img.detach().float().clone()
-        shift = draw_roll(cfg.jitter, self.device, generator)
         grid = self.grid(*x.shape[-2:])
         weights = self.weights(objective)
         return ascent_step(
-            self.model, x, objective, weights, cfg, shift, grid, cfg.step_size, self.opts
+            self.model,
+            x,
+            objective,
+            weights,
+            cfg,
+            cfg.jitter,
+            grid,
+            cfg.step_size,
+            self.opts,
+            self.color,
+            generator,
         )
 
     def run_steps(
@@ -241,26 +310,38 @@ class Dreamer:
         objective: Objective,
         cfg: DreamConfig,
         generator: torch.Generator | None = None,
+        frame: int = 0,
     ) -> Tensor:
         """Dream on `img` over the octaves, smallest first, carrying the added detail up.
+
+        The octaves are those of the dream size (the frame times cfg.scale); with
+        cfg.octave_cycle only octave `frame` mod their number is dreamed. Whatever size the last
+        octave dreamed was at, its detail is added to the full-size image, so the picture itself
+        keeps its sharpness.
 
         Args:
             img: (1, 3, H, W) float32 RGB in [0, 1] on the model's device (not an inference-mode
                 tensor: the step needs autograd). Left unchanged.
             generator: CPU generator for reproducible jitter.
+            frame: the frame's number, for cfg.octave_cycle.
 
         Returns:
             (1, 3, H, W) float32 in [0, 1], a new tensor.
         """
         height, width = img.shape[-2:]
         img = img.float()
+        sizes = dream_sizes(height, width, cfg)
+        if cfg.octave_cycle:
+            sizes = [sizes[frame % len(sizes)]]
         detail = None  # (1, 3, h, w): what the dream added at the previous octave
         x = img
-        for size in octave_sizes(height, width, cfg):
+        for size in sizes:
             base = resize(img, size)  # (1, 3, h, w)
             x = base.clone() if detail is None else (base + resize(detail, size)).clamp_(0.0, 1.0)
             x = self.run_steps(x, objective, cfg, generator)
             detail = x - base
+        if sizes[-1] != (height, width):
+            return (img + resize(detail, (height, width))).clamp_(0.0, 1.0)
         return x
 
 

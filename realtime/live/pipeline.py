@@ -73,6 +73,7 @@ class FramePipeline:
         self._objective_key: tuple | None = None
         self._objective: Objective | None = None
         self._reset_seen = 0
+        self.dreamed = 0  # frames dreamed so far (octave_cycle picks the octave by it)
 
     @property
     def overlaps(self) -> bool:
@@ -93,13 +94,10 @@ class FramePipeline:
             self._reset_seen = snap.reset_count
             self.feedback.reset()
         camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
-        fb = snap.feedback
-        x = self.feedback.apply(
-            camera_t, frame.image, fb.amount, flow=fb.flow, zoom=fb.zoom, rotate=fb.rotate
-        )  # (1, 3, H, W)
+        x = self.feedback.apply(camera_t, frame.image, snap.feedback)  # (1, 3, H, W)
         if snap.dream.steps > 0:
-            x = self._dream(x, snap)
-        self.feedback.remember(x)
+            x = self.feedback.steady(x, self._dream(x, snap), snap.feedback)
+        self.feedback.remember(x, camera_t, snap.feedback)
         return Pending(frame, snap, self._download.start(x), started)
 
     def finish(self, pending: Pending):
@@ -132,10 +130,13 @@ class FramePipeline:
         A refused objective keeps the last one of the same model (and says so); for a model
         just swapped in there is none to keep, and the error goes up.
         """
-        key = (self.model.name, snap.layer, snap.target)
+        key = (self.model.name, snap.layer, snap.targets, snap.layer_weight)
         if key != self._objective_key:
             try:
-                self._objective = build(self.model, layer=snap.layer, target=snap.target)
+                targets = dict(snap.targets) or None
+                self._objective = build(
+                    self.model, layer=snap.layer, target=targets, layer_weight=snap.layer_weight
+                )
             except ObjectiveError as err:
                 same_model = self._objective_key is not None and self._objective_key[0] == key[0]
                 if not same_model or self._objective is None:
@@ -147,10 +148,11 @@ class FramePipeline:
     def _dream(self, x: torch.Tensor, snap: Snapshot) -> torch.Tensor:
         """Dream x (1, 3, H, W), at a reduced size after an out-of-memory error."""
         objective, cfg = self.objective(snap), snap.dream
+        self.dreamed += 1
         if self.scale >= 1.0:
-            return self.dreamer.dream(x, objective, cfg, self.generator)
+            return self.dreamer.dream(x, objective, cfg, self.generator, self.dreamed)
         h, w = x.shape[-2:]
         small = resize(x, (max(1, round(h * self.scale)), max(1, round(w * self.scale))))
-        dreamed = self.dreamer.dream(small, objective, cfg, self.generator)
+        dreamed = self.dreamer.dream(small, objective, cfg, self.generator, self.dreamed)
         # Carry only the added detail up, so the picture itself stays sharp.
         return (x + resize(dreamed - small, (h, w))).clamp_(0, 1)

@@ -113,7 +113,7 @@ def test_every_parameter_address_sets_its_parameter(params, client, server):
     values = {"steps": 5.0, "octaves": 3.0, "octave_scale": 1.6, "step_size": 0.05,
               "jitter": 8.0, "feedback": 0.5, "flow": 0.0, "zoom": 1.01, "rotate": -1.5,
               "mix": 0.25, "brightness": 0.1, "contrast": 1.2, "saturation": 0.7, "glide": 2.0,
-              "model": "vgg16", "target": "volcano"}  # fmt: skip
+              "smooth": 0.5, "model": "vgg16", "target": "volcano"}  # fmt: skip
     assert set(values) | {"layer", "paused"} == set(NAMES)
     for name, value in values.items():
         client.send_message(f"/dream/{name}", value)

@@ -149,3 +149,46 @@ def test_a_model_switch_keeps_its_layer_until_the_model_has_loaded(params):
     assert params.get("layer") in LAYERS  # still a layer of the model that is running
     params.set_layers(["stem", "block9", "block10", "head"], "efficientnet_lite0")
     assert params.get("layer") == "block10"
+
+
+def test_a_target_switch_crossfades_the_objective_weights_over_the_glide():
+
+    clock = FakeClock()
+    p = LiveParams(LAYERS, ["googlenet"], "googlenet", {"glide": 2.0}, clock=clock)
+    p.set("target", "volcano", glide=False)
+    volcano, pizza = p.get("target"), 963
+    snap = p.snapshot()
+    assert snap.targets == ((volcano, 1.0),) and snap.layer_weight == 0.0
+    p.set("target", "pizza")
+    assert p.snapshot().targets == ((volcano, 1.0),)  # the switch starts where it was
+    clock.t += 1.0  # half way: smoothstep(0.5) = 0.5
+    snap = p.snapshot()
+    assert dict(snap.targets) == pytest.approx({pizza: 0.5, volcano: 0.5})
+    assert snap.target == pizza and snap.target_name == "pizza"  # the stored end point
+    clock.t += 1.5
+    assert p.snapshot().targets == ((pizza, 1.0),)
+    p.set("target", "none")  # back to the layer dream: the layer term fades in
+    clock.t += 1.0
+    snap = p.snapshot()
+    assert dict(snap.targets) == pytest.approx({pizza: 0.5}) and snap.layer_weight == 0.5
+    clock.t += 1.5
+    snap = p.snapshot()
+    assert snap.targets == () and snap.layer_weight == 1.0
+
+
+def test_the_glided_objective_is_what_the_dream_maximises(lite0):
+    from realtime.engine import objectives
+    from realtime.engine.step import Dreamer
+    from realtime.live.pipeline import FramePipeline
+
+    clock = FakeClock()
+    p = LiveParams(
+        lite0.layers, ["efficientnet_lite0"], "efficientnet_lite0", {"glide": 1.0}, clock=clock
+    )
+    p.set("layer", "block6")
+    p.set("target", 1, glide=False)
+    p.set("target", 107)
+    clock.t += 0.5
+    pipeline = FramePipeline(lite0, Dreamer(lite0), lite0.device)
+    objective = pipeline.objective(p.snapshot())
+    assert objective == objectives.classes({1: 0.5, 107: 0.5})

@@ -42,3 +42,15 @@ def test_indices_and_numeric_strings():
 def test_bad_queries_say_what_is_valid(bad):
     with pytest.raises(ClassLookupError, match="0-999|classes"):
         resolve_class(bad)
+
+
+@pytest.mark.parametrize("close,expected", [("volcanoe", "volcano"), ("jellyfsh", "jellyfish")])
+def test_a_close_misspelling_is_taken(close, expected):
+    assert class_names()[resolve_class(close)] == expected
+
+
+def test_a_misspelling_that_is_not_close_is_refused_with_the_nearest_names():
+    with pytest.raises(ClassLookupError) as err:
+        resolve_class("spidr")  # must not silently become "spindle"
+    message = str(err.value)
+    assert "unknown ImageNet class 'spidr'; nearest: " in message and "spindle" in message

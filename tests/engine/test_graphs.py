@@ -22,6 +22,7 @@ from torch.func import functional_call
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from realtime.engine import graphs, objectives
+from realtime.engine.conditioning import color_matrix
 from realtime.engine.graphs import (
     WARMUP_ITERS,
     GraphDreamer,
@@ -30,7 +31,7 @@ from realtime.engine.graphs import (
     graph_key,
     root_cause,
 )
-from realtime.engine.step import CUDA, Dreamer, ascent_step, draw_roll, octave_sizes
+from realtime.engine.step import CUDA, Dreamer, ascent_step, octave_sizes
 from realtime.engine.strategy import dream_copy
 from realtime.knobs import DreamConfig
 
@@ -114,6 +115,8 @@ def test_graph_keys_ignore_step_size_and_jitter_but_not_shape_or_conditioning():
     assert key == graph_key((90, 160), obj, dataclasses.replace(cfg, steps=7))
     assert key != graph_key((90, 161), obj, cfg)
     assert key != graph_key((90, 160), obj, dataclasses.replace(cfg, grad_norm="smooth"))
+    assert key != graph_key((90, 160), obj, dataclasses.replace(cfg, views=2))
+    assert key != graph_key((90, 160), obj, dataclasses.replace(cfg, color=True))
 
 
 def test_the_capture_plan_covers_every_layer_and_a_class_at_every_octave(lite0):
@@ -470,46 +473,58 @@ def fake_cuda(model):
         yield Proxy(), grads_checked
 
 
-@pytest.mark.parametrize("grad_norm", ["mean", "laplacian"])
+SHAPINGS = {
+    "roll, mean": {"grad_norm": "mean"},
+    "roll, laplacian": {"grad_norm": "laplacian"},
+    "views, fourier, colour": {
+        "grad_norm": "fourier",
+        "fourier_decay": 1.0,
+        "color": True,
+        "views": 3,
+        "view_zoom": 0.3,
+        "view_turn": 10.0,
+    },
+}
+
+
+@pytest.mark.parametrize("shaping", SHAPINGS, ids=list(SHAPINGS))
 @pytest.mark.parametrize("target", [None, 945])
-def test_the_captured_step_on_fake_cuda_runs_fp16_with_no_host_sync(lite0, grad_norm, target):
-    """The graph body (draw the roll on the device, ascent_step) traced on a fake CUDA device:
-    the network runs fp16 under autocast from weights kept in fp16 (no per-replay weight cast),
-    the image and its gradient stay float32, and no op synchronises with the host."""
+def test_the_captured_step_on_fake_cuda_runs_fp16_with_no_host_sync(lite0, shaping, target):
+    """The graph body (ascent_step drawing its randomness on the device) traced on a fake CUDA
+    device: the network runs fp16 under autocast from weights kept in fp16 (no per-replay weight
+    cast), the image and its gradient stay float32, and no op synchronises with the host."""
     half = dream_copy(lite0, half=True)
     objective = objectives.build(lite0, layer="block6", target=target, layer_weight=0.5)
-    cfg = DreamConfig(grad_norm=grad_norm, jitter=8)
+    cfg = DreamConfig(jitter=8, **SHAPINGS[shaping])
     with fake_cuda(half) as (model, grads):
         device = torch.device("cuda:0")
         x = torch.rand(1, 3, 64, 96, device=device)
         rows, cols = torch.arange(64, device=device), torch.arange(96, device=device)
         jitter, step_size = torch.tensor(8.0, device=device), torch.tensor(0.02, device=device)
         weights = objective.weight_tensors(device)
+        color = color_matrix(device)
         seen = {}
 
         def record(module, args, out):
-            seen[type(module).__name__] = (args[0].dtype, out.dtype)
+            seen[type(module).__name__] = (args[0].dtype, out.dtype, args[0].shape[0])
 
-        hooks = [
-            m.register_forward_hook(record)
-            for m in half.modules()
-            if isinstance(m, torch.nn.Conv2d)
-        ]
+        convs = [m for m in half.modules() if isinstance(m, torch.nn.Conv2d)]
+        hooks = [m.register_forward_hook(record) for m in convs]
         try:
             with RejectHostSync() as guard:
-                shift = draw_roll(jitter, device)
-                out = ascent_step(
-                    model, x, objective, weights, cfg, shift, (rows, cols), step_size, CUDA
-                )
+                step = (jitter, (rows, cols), step_size, CUDA, color)
+                out = ascent_step(model, x, objective, weights, cfg, *step)
         finally:
             for h in hooks:
                 h.remove()
     assert out is x and out.dtype == torch.float32 and out.device.type == "cuda"
-    assert seen and all(v == (torch.float16, torch.float16) for v in seen.values()), seen
+    assert seen and all(v[:2] == (torch.float16, torch.float16) for v in seen.values()), seen
+    assert all(v[2] == cfg.views for v in seen.values())  # the views go through as one batch
     assert grads[-1] == [(torch.float32, "cuda")]  # the image gradient is float32
     casts = [op for op in guard.ops if op == "aten::_to_copy"]
     assert len(casts) < 10, casts  # the input, activations and grads: never the ~260 weights
-    assert "aten::convolution" in guard.ops or "aten::cudnn_convolution" in guard.ops
+    if cfg.grad_norm == "fourier":
+        assert "aten::_fft_r2c" in guard.ops and "aten::_fft_c2r" in guard.ops
 
 
 def test_the_host_sync_guard_catches_what_it_should(lite0):

@@ -19,6 +19,7 @@ from realtime.engine.step import (
     gather_roll,
     objective_gradient,
     octave_sizes,
+    resize,
 )
 from realtime.engine.strategy import make_dreamer, reference_dreamer
 from realtime.knobs import GRAD_NORMS, DreamConfig
@@ -75,7 +76,7 @@ def test_gradient_equals_plain_autograd_through_the_roll(lite0):
     leaf = img.clone().requires_grad_(True)
     grid = (torch.arange(64), torch.arange(80))
     with torch.enable_grad():
-        view = gather_roll(leaf, *grid, torch.tensor(shift))
+        view = gather_roll(leaf, *grid, torch.tensor(shift))  # one rolled view
         got = objective_gradient(
             lite0, leaf, view, objective, objective.weight_tensors(img.device), EAGER
         )
@@ -196,3 +197,95 @@ def test_cuda_fp16_dream_matches_fp32_direction_and_raises_activation(lite0, che
     out = Dreamer(model).dream(img, objective, DreamConfig(steps=3), generator=seeded())
     before = activation(model, model.default_layer, img)
     assert activation(model, model.default_layer, out) > 1.5 * before
+
+
+class Recording(Dreamer):
+    """Records the size of every octave it dreams."""
+
+    def __init__(self, model) -> None:
+        super().__init__(model)
+        self.sizes: list[tuple[int, int]] = []
+
+    def run_steps(self, x, objective, cfg, generator):
+        self.sizes.append(tuple(x.shape[-2:]))
+        return super().run_steps(x, objective, cfg, generator)
+
+
+def test_octave_cycle_dreams_one_octave_a_frame_in_turn(lite0):
+    img = torch.rand(1, 3, 96, 160)
+    cfg = DreamConfig(steps=1, octaves=3, octave_scale=1.5, min_size=16, octave_cycle=True)
+    dreamer = Recording(lite0)
+    all_sizes = octave_sizes(96, 160, cfg)
+    assert len(all_sizes) == 3
+    for frame in range(6):
+        out = dreamer.dream(img, objectives.layer("block4"), cfg, seeded(frame), frame=frame)
+        assert out.shape == img.shape  # a small octave's detail lands on the full frame
+    assert dreamer.sizes == [all_sizes[f % 3] for f in range(6)]
+
+
+def test_a_smaller_dream_adds_its_detail_to_the_full_frame(lite0, chelsea_224):
+    layer = "block6"
+    cfg = DreamConfig(steps=4, octaves=1, scale=0.5)
+    dreamer = Recording(lite0)
+    out = dreamer.dream(chelsea_224, objectives.layer(layer), cfg, seeded())
+    assert dreamer.sizes == [(112, 112)] and out.shape == chelsea_224.shape
+    half = (112, 112)  # where it dreamed, the layer is raised
+    assert activation(lite0, layer, resize(out, half)) > 1.3 * activation(
+        lite0, layer, resize(chelsea_224, half)
+    )
+    # the detail was dreamed at half size: smoother at full size than a full-size dream's
+    full = Dreamer(lite0).dream(
+        chelsea_224, objectives.layer(layer), dataclasses.replace(cfg, scale=1.0), seeded()
+    )
+
+    def grain(x: torch.Tensor) -> float:
+        d = x - chelsea_224
+        return float((d[..., 1:, :] - d[..., :-1, :]).abs().mean() / d.abs().mean())
+
+    assert grain(out) < 0.8 * grain(full), (grain(out), grain(full))
+
+
+def test_colour_decorrelation_puts_the_step_into_luminance(lite0, chelsea_224):
+    """The per-pixel colour gradient is what paints rainbow grain; through C C^T the step is
+    mostly luminance: the channels move together."""
+    objective = objectives.layer("block8")
+
+    def chroma_share(color: bool) -> float:
+        cfg = DreamConfig(step_size=0.05, jitter=0, color=color)
+        step = Dreamer(lite0).step(chelsea_224, objective, cfg) - chelsea_224  # (1, 3, H, W)
+        luma = step.mean(dim=1, keepdim=True)
+        return float((step - luma).abs().mean() / step.abs().mean())
+
+    plain, decorrelated = chroma_share(False), chroma_share(True)
+    assert decorrelated < 0.5 * plain, (decorrelated, plain)
+
+
+def test_fourier_conditioning_moves_the_step_to_coarse_structure(lite0, chelsea_224):
+    objective = objectives.layer("block8")
+
+    def fine_share(grad_norm: str) -> float:
+        cfg = DreamConfig(step_size=0.05, jitter=0, grad_norm=grad_norm, fourier_decay=1.0)
+        step = Dreamer(lite0).step(chelsea_224, objective, cfg) - chelsea_224
+        grain = (step[..., 1:, :] - step[..., :-1, :]).abs().mean()
+        return float(grain / step.abs().mean())
+
+    assert fine_share("fourier") < 0.65 * fine_share("mean")  # measured 0.55x
+
+
+def test_views_are_zoomed_and_turned_copies_and_the_step_is_reproducible(lite0):
+    from realtime.engine.step import jittered_views
+
+    img = torch.rand(1, 3, 48, 64)
+    grid = (torch.arange(48), torch.arange(64))
+    cfg = DreamConfig(views=3, view_zoom=0.3, view_turn=10.0)
+    views = jittered_views(img, cfg, 4, grid, seeded(1))
+    assert views.shape == (3, 3, 48, 64)
+    assert not torch.allclose(views[0], views[1])  # each copy moved its own way
+    same = jittered_views(img, cfg, 4, grid, seeded(1))
+    assert torch.equal(views, same)
+    plain = jittered_views(img, DreamConfig(), 4, grid, seeded(1))
+    assert plain.shape == (1, 3, 48, 64)  # one rolled copy: the exact, cheaper path
+    objective = objectives.class_logit(1)
+    a = Dreamer(lite0).step(img, objective, cfg, seeded(2))
+    b = Dreamer(lite0).step(img, objective, cfg, seeded(2))
+    assert torch.equal(a, b) and not torch.equal(a, img)

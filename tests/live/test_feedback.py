@@ -1,11 +1,15 @@
-"""Temporal feedback: flow-warped previous output, zoom and rotation, blend and reset."""
+"""Temporal feedback: the dream detail follows the scene, distrusts inconsistent flow, clears on a cut;
+the whole-frame cross-fade zooms and turns."""
+
+import math
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from realtime.live.feedback import Feedback, FeedbackConfig, FeedbackError
+from realtime.knobs import FeedbackConfig, KnobError
+from realtime.live.feedback import Feedback, FeedbackError
 
 W, H = 192, 144
 SHIFT = 6  # px the scene moves right between the two frames
@@ -39,118 +43,192 @@ def centroid(image_t: torch.Tensor) -> tuple[float, float]:
     return float((xs * weight).sum() / total), float((ys * weight).sum() / total)
 
 
-def two_frames(feedback: Feedback, marker: torch.Tensor, **kwargs) -> torch.Tensor:
-    """Frame 1, then the marker as its dream, then frame 2 (the scene moved SHIFT px right)."""
+AMOUNT = 0.98  # the most feedback a setting allows (1 would freeze the picture)
+
+
+def cfg(**kw) -> FeedbackConfig:
+    return FeedbackConfig(**{"amount": AMOUNT, **kw})
+
+
+def two_frames(feedback: Feedback, marker: torch.Tensor, **kw) -> torch.Tensor:
+    """Frame 1 dreamed as frame 1 plus the marker, then frame 2 (the scene moved SHIFT px
+    right): returns what the feedback carried into frame 2 (the input minus the camera)."""
+    c = cfg(**kw)
     first, second = textured(0), textured(SHIFT)
     first_t = to_t(first).to(feedback.device)
-    assert torch.equal(feedback.apply(first_t, first, 1.0, **kwargs), first_t)
-    feedback.remember(marker)
-    return feedback.apply(to_t(second).to(feedback.device), second, 1.0, **kwargs)
+    assert torch.equal(feedback.apply(first_t, first, c), first_t)
+    if c.carry == "detail":
+        feedback.remember(first_t + marker, first_t, c)
+    else:
+        feedback.remember(marker, first_t, c)
+    second_t = to_t(second).to(feedback.device)
+    out = feedback.apply(second_t, second, c)
+    return out - second_t if c.carry == "detail" else out
 
 
-def test_flow_moves_the_dream_with_the_scene():
-    marker = blob(96, 72)
-    moved = two_frames(Feedback("cpu"), marker, flow=True)
-    x, y = centroid(moved)
+def test_the_dream_detail_moves_with_the_scene():
+    marker = blob(96, 72) * 0.5
+    moved = two_frames(Feedback("cpu"), marker, flow=True, flow_check=False)
+    x, y = centroid(moved * 2)
     assert x == pytest.approx(96 + SHIFT, abs=1.5)
     assert y == pytest.approx(72, abs=1.0)
 
 
+def test_the_detail_is_added_to_the_new_frame_not_crossfaded():
+    """The scene is always the camera's: no double exposure of the old frame."""
+    first, second = textured(0), np.ascontiguousarray(textured(0)[::-1])  # another view
+    feedback = Feedback("cpu")
+    c = cfg(amount=0.8, flow=False, cut_threshold=0.0)
+    feedback.apply(to_t(first), first, c)
+    detail = torch.full((1, 3, H, W), 0.1)
+    feedback.remember(to_t(first) + detail, to_t(first), c)
+    out = feedback.apply(to_t(second), second, c)
+    expected = (to_t(second) + 0.8 * detail).clamp(0, 1)
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_inconsistent_flow_takes_the_camera():
+    """Something appears that was not in the last frame (an occlusion): its flow cannot agree
+    forwards and backwards, and there the carried dream is dropped."""
+    first = textured(0)
+    second = textured(SHIFT).copy()
+    rng = np.random.default_rng(3)
+    second[40:100, 60:130] = rng.integers(0, 255, (60, 70, 3), dtype=np.uint8)  # a new object
+    feedback = Feedback("cpu")
+    c = cfg(cut_threshold=0.0)
+    feedback.apply(to_t(first), first, c)
+    detail = torch.full((1, 3, H, W), 0.2)
+    feedback.remember(to_t(first) + detail, to_t(first), c)
+    carried = feedback.apply(to_t(second), second, c) - to_t(second)
+    inside = carried[..., 55:85, 80:110].mean().item()  # the middle of the new object
+    outside = carried[..., 110:140, 10:50].mean().item()  # still scene, moved by the flow
+    assert inside < 0.05 and outside > 0.15, (inside, outside)
+    assert feedback.trusted < 0.95
+    unchecked = Feedback("cpu")
+    c2 = cfg(cut_threshold=0.0, flow_check=False)
+    unchecked.apply(to_t(first), first, c2)
+    unchecked.remember(to_t(first) + detail, to_t(first), c2)
+    all_in = unchecked.apply(to_t(second), second, c2) - to_t(second)
+    assert all_in[..., 55:85, 80:110].mean().item() > 0.15  # without the check it is carried
+
+
+def test_a_scene_cut_clears_the_feedback():
+    import skimage.data
+
+    scene = np.ascontiguousarray(cv2.resize(skimage.data.coffee(), (W, H)))
+    first = textured(0)
+    feedback = Feedback("cpu")
+    c = cfg()
+    feedback.apply(to_t(first), first, c)
+    feedback.remember(to_t(first) + 0.2, to_t(first), c)
+    assert torch.equal(feedback.apply(to_t(scene), scene, c), to_t(scene))  # nothing carried
+    assert feedback.cuts == 1
+    moved = textured(SHIFT)  # within a shot there is no cut
+    feedback.apply(to_t(first), first, c)
+    feedback.remember(to_t(first) + 0.2, to_t(first), c)
+    assert not torch.equal(feedback.apply(to_t(moved), moved, c), to_t(moved))
+    assert feedback.cuts == 1
+
+
 def test_without_flow_the_dream_stays_put():
     marker = blob(96, 72)
-    still = two_frames(Feedback("cpu"), marker, flow=False)
-    assert torch.allclose(still, marker)
-    assert centroid(still) == pytest.approx((96, 72), abs=0.01)
+    still = two_frames(Feedback("cpu"), marker, carry="frame", flow=False)
+    camera = to_t(textured(SHIFT))
+    assert torch.allclose(still, torch.lerp(camera, marker, AMOUNT), atol=1e-6)
+    assert centroid(still) == pytest.approx((96, 72), abs=0.1)
 
 
-def test_amount_blends_camera_and_feedback():
+def test_the_frame_carry_blends_camera_and_feedback():
     frame = textured()
     feedback = Feedback("cpu")
-    feedback.apply(to_t(frame), frame, 0.5)
+    c = cfg(carry="frame", amount=0.3, flow=False)
+    feedback.apply(to_t(frame), frame, c)
     previous = torch.full((1, 3, H, W), 0.25)
-    feedback.remember(previous)
-    out = feedback.apply(to_t(frame), frame, 0.3, flow=False)
+    feedback.remember(previous, to_t(frame), c)
+    out = feedback.apply(to_t(frame), frame, c)
     assert torch.allclose(out, 0.7 * to_t(frame) + 0.3 * previous, atol=1e-6)
-    assert torch.equal(feedback.apply(to_t(frame), frame, 0.0), to_t(frame))
+    assert torch.equal(feedback.apply(to_t(frame), frame, cfg(amount=0.0)), to_t(frame))
 
 
 def test_zoom_grows_a_centred_pattern():
     frame = textured()
     feedback = Feedback("cpu")
-    feedback.apply(to_t(frame), frame, 1.0)
+    c = cfg(carry="frame", flow=False, zoom=1.1)
+    feedback.apply(to_t(frame), frame, c)
     square = torch.zeros(1, 3, H, W)
-    square[..., H // 2 - 10 : H // 2 + 10, W // 2 - 10 : W // 2 + 10] = 1.0
-    feedback.remember(square)
-    zoomed = feedback.apply(to_t(frame), frame, 1.0, flow=False, zoom=1.5)
+    square[..., H // 2 - 20 : H // 2 + 20, W // 2 - 20 : W // 2 + 20] = 1.0
+    feedback.remember(square, to_t(frame), c)
+    zoomed = feedback.apply(to_t(frame), frame, c)
     area = lambda t: float((t[0].mean(0) > 0.5).sum())  # noqa: E731
-    assert area(zoomed) == pytest.approx(area(square) * 1.5**2, rel=0.1)
+    assert area(zoomed) == pytest.approx(area(square) * 1.1**2, rel=0.05)
     assert centroid(zoomed) == pytest.approx(centroid(square), abs=0.6)
-    shrunk = feedback.apply(to_t(frame), frame, 1.0, flow=False, zoom=0.8)
+    shrunk = feedback.apply(to_t(frame), frame, cfg(carry="frame", flow=False, zoom=0.9))
     assert area(shrunk) < area(square)
 
 
 def test_rotation_is_counter_clockwise():
     frame = textured()
     feedback = Feedback("cpu")
-    feedback.apply(to_t(frame), frame, 1.0)
+    c = cfg(carry="frame", flow=False, rotate=5.0)
+    feedback.apply(to_t(frame), frame, c)
     cx, cy = (W - 1) / 2, (H - 1) / 2  # the centre, in pixel-centre coordinates
-    feedback.remember(blob(cx + 30, cy))  # right of centre
-    turned = feedback.apply(to_t(frame), frame, 1.0, flow=False, rotate=90.0)
+    feedback.remember(blob(cx + 60, cy), to_t(frame), c)  # right of centre
+    turned = feedback.apply(to_t(frame), frame, c)
     x, y = centroid(turned)
-    # A quarter turn counter-clockwise on screen puts it above the centre (y grows downward).
-    assert x == pytest.approx(cx, abs=0.5) and y == pytest.approx(cy - 30, abs=0.5)
+    # Counter-clockwise on screen moves it up (y grows downward): 60 px at 5 degrees.
+    assert x == pytest.approx(cx + 60 * math.cos(math.radians(5)), abs=0.5)
+    assert y == pytest.approx(cy - 60 * math.sin(math.radians(5)), abs=0.5)
 
 
 def test_zoom_composes_with_flow():
     marker = blob(96, 72)
-    out = two_frames(Feedback("cpu"), marker, flow=True, zoom=1.25)
+    out = two_frames(Feedback("cpu"), marker, carry="frame", flow=True, flow_check=False, zoom=1.1)
     x, y = centroid(out)
     # The feedback is zoomed about the centre (pixel 95.5), then carried 6 px by the flow.
     centre = (W - 1) / 2
-    assert x == pytest.approx(centre + 1.25 * (96 - centre) + SHIFT, abs=1.5)
+    assert x == pytest.approx(centre + 1.1 * (96 - centre) + SHIFT, abs=1.5)
     assert y == pytest.approx(72, abs=1.0)
 
 
 def test_reset_and_size_change_return_the_camera():
     frame = textured()
     feedback = Feedback("cpu")
-    feedback.apply(to_t(frame), frame, 0.8)
-    feedback.remember(torch.ones(1, 3, H, W))
-    assert not torch.equal(feedback.apply(to_t(frame), frame, 0.8), to_t(frame))
+    c = cfg(amount=0.8)
+    feedback.apply(to_t(frame), frame, c)
+    feedback.remember(to_t(frame) + 0.3, to_t(frame), c)
+    assert not torch.equal(feedback.apply(to_t(frame), frame, c), to_t(frame))
     feedback.reset()
-    assert torch.equal(feedback.apply(to_t(frame), frame, 0.8), to_t(frame))
-    feedback.remember(torch.ones(1, 3, H, W))
+    assert torch.equal(feedback.apply(to_t(frame), frame, c), to_t(frame))
+    feedback.remember(to_t(frame) + 0.3, to_t(frame), c)
     small = np.ascontiguousarray(frame[: H // 2, : W // 2])
-    assert torch.equal(feedback.apply(to_t(small), small, 0.8), to_t(small))
+    assert torch.equal(feedback.apply(to_t(small), small, c), to_t(small))
 
 
-def test_remember_copies_the_output():
+def test_remember_copies_what_it_keeps():
     frame = textured()
     feedback = Feedback("cpu")
-    feedback.apply(to_t(frame), frame, 1.0)
+    c = cfg(carry="frame", flow=False)
+    feedback.apply(to_t(frame), frame, c)
     output = torch.full((1, 3, H, W), 0.5)
-    feedback.remember(output)
+    feedback.remember(output, to_t(frame), c)
     output.zero_()  # the dream loop reusing its buffer must not change the feedback
-    assert torch.allclose(
-        feedback.apply(to_t(frame), frame, 1.0, flow=False), torch.full_like(output, 0.5)
-    )
+    kept = torch.lerp(to_t(frame), torch.full_like(output, 0.5), AMOUNT)
+    assert torch.allclose(feedback.apply(to_t(frame), frame, c), kept, atol=1e-6)
 
 
 def test_bad_input_is_rejected_clearly():
     frame = textured()
     feedback = Feedback("cpu")
-    with pytest.raises(FeedbackError, match="amount: expected 0..1"):
-        feedback.apply(to_t(frame), frame, 1.5)
-    with pytest.raises(FeedbackError, match="zoom"):
-        feedback.apply(to_t(frame), frame, 0.5, zoom=0.0)
+    with pytest.raises(KnobError, match=r"feedback.amount = 1.5 is out of range; valid: 0..0.98"):
+        cfg(amount=1.5)
+    with pytest.raises(KnobError, match="feedback.zoom"):
+        cfg(zoom=0.0)
     with pytest.raises(FeedbackError, match=r"camera_np as \(144, 192, 3\) uint8"):
-        feedback.apply(to_t(frame), frame[:10], 0.5)
+        feedback.apply(to_t(frame), frame[:10], FeedbackConfig())
     with pytest.raises(FeedbackError, match="shape"):
-        feedback.remember(torch.zeros(3, H, W))
-    with pytest.raises(FeedbackError, match="flow_width"):
+        feedback.remember(torch.zeros(3, H, W), torch.zeros(3, H, W), FeedbackConfig())
+    with pytest.raises(KnobError, match="flow_width"):
         FeedbackConfig(flow_width=4)
-    with pytest.raises(ValueError):  # FeedbackError is a ValueError: config loading reports it
-        FeedbackConfig(amount=-0.1)
 
 
 @pytest.mark.cuda
@@ -158,7 +236,54 @@ def test_flow_on_cuda_matches_cpu():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     marker = blob(96, 72)
-    on_cpu = two_frames(Feedback("cpu"), marker, flow=True, zoom=1.1, rotate=2.0)
-    on_gpu = two_frames(Feedback("cuda"), marker.cuda(), flow=True, zoom=1.1, rotate=2.0)
+    kw = {"carry": "frame", "flow": True, "zoom": 1.1, "rotate": 2.0}
+    on_cpu = two_frames(Feedback("cpu"), marker, **kw)
+    on_gpu = two_frames(Feedback("cuda"), marker.cuda(), **kw)
     assert on_gpu.is_cuda
     assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-3)
+
+
+def test_smoothing_averages_out_the_random_part_of_each_frames_change():
+    """A dream whose every step is a consistent pattern plus fresh noise (as the jitter makes
+    it): smoothed, the frames change far less from one to the next, and the pattern still grows."""
+    frame = textured()
+    cam = to_t(frame)
+    rng = torch.Generator().manual_seed(0)
+    pattern = torch.rand(1, 3, H, W, generator=rng) - 0.5
+
+    def run(smooth: float) -> tuple[float, float]:
+        feedback = Feedback("cpu")
+        c = cfg(amount=0.9, smooth=smooth, flow=False)
+        outs = []
+        for _ in range(30):
+            x = feedback.apply(cam, frame, c)
+            noise = torch.rand(1, 3, H, W, generator=rng) - 0.5
+            dreamed = (x + 0.01 * pattern + 0.02 * noise).clamp(0, 1)
+            out = feedback.steady(x, dreamed, c)
+            feedback.remember(out, cam, c)
+            outs.append(out)
+        flicker = float(
+            torch.stack(
+                [(b - a).square().mean() for a, b in zip(outs[-11:-1], outs[-10:], strict=True)]
+            ).mean()
+        )
+        grown = float(((outs[-1] - cam) * pattern).mean() / pattern.square().mean())
+        return flicker, grown
+
+    rough, rough_grown = run(0.0)
+    calm, calm_grown = run(0.9)
+    assert calm < 0.25 * rough, (calm, rough)
+    assert calm_grown > 0.05 and calm_grown > 0.5 * rough_grown, (calm_grown, rough_grown)
+
+
+def test_no_feedback_means_no_smoothing_either():
+    frame = textured()
+    cam = to_t(frame)
+    feedback = Feedback("cpu")
+    c = cfg(amount=0.0, smooth=0.9)
+    for _ in range(3):
+        x = feedback.apply(cam, frame, c)
+        assert torch.equal(x, cam)
+        dreamed = (x + 0.1 * torch.rand(1, 3, H, W)).clamp(0, 1)
+        assert torch.equal(feedback.steady(x, dreamed, c), dreamed)
+        feedback.remember(dreamed, cam, c)
