@@ -11,8 +11,6 @@ from dataclasses import replace
 from pathlib import Path
 
 COMMANDS = ("run", "render", "layers", "classes", "bench", "osc-map", "settings")
-# A still is dreamed once, so it can afford what a frame cannot: more steps and octaves.
-RENDER_DREAM = {"steps": 8, "octaves": 4}
 DEMO_FRAMES = 90  # frames recorded by a run with no display and no --frames: 3 s at 30 fps
 DEMO_RECORDING = "out/demo.mp4"
 
@@ -88,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("input")
     render.add_argument("output")
     _dream_options(render)
+    from realtime.knobs import RENDER_DREAM
+
     _knob_flags(render, "dream", RENDER_DREAM)
     render.add_argument("--max-side", type=int, help="shrink so the longer side is at most this")
     render.add_argument(
@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     look.add_argument("--presets", help="comma-separated presets (default: every one in config/)")
     look.add_argument("--size", help="dream size WxH instead of each preset's capture.size")
     look.add_argument("--strips", metavar="DIR", help="write a strip of frames per preset here")
+    look.add_argument(
+        "--classes",
+        action="store_true",
+        help="also dream five class targets (offline and live) and have a second network judge",
+    )
 
     sub.add_parser("osc-map", help="print the OSC address reference")
     sub.add_parser("settings", help="print every config key with its range, default and effect")
@@ -184,9 +189,26 @@ def _config_from(args: argparse.Namespace):
     return load_config(config, overrides)
 
 
+def _default_preset(args: argparse.Namespace) -> None:
+    """With no --config: the default preset with a GPU, the cpu preset without one (it dreams
+    small and shows 640x360, to keep its frame rate on a laptop)."""
+    if args.config:
+        return
+    from realtime.engine.device import DeviceError, pick_device
+
+    try:
+        device = pick_device(args.device or "auto")
+    except DeviceError:
+        return  # the config's device check says what is wrong, with the config it names
+    if device.type == "cpu":
+        args.config = "cpu"
+        logger.info("no GPU in use: running the cpu preset (pass --config default for the other)")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from realtime.app import run as app
 
+    _default_preset(args)
     cfg = _config_from(args)
     _setup_logging(cfg)
     headless, frames = args.headless, args.frames
@@ -211,7 +233,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     from realtime.control.params import LiveParams
     from realtime.engine.device import pick_device
     from realtime.engine.models import MODEL_NAMES, load_model
-    from realtime.knobs import parse_size
+    from realtime.knobs import RENDER_DREAM, parse_size
 
     if not args.live:  # the offline defaults (more steps and octaves), unless a flag says otherwise
         for key, value in RENDER_DREAM.items():

@@ -21,6 +21,9 @@ GRAD_NORMS = ("mean", "smooth", "laplacian", "fourier")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEVICES = ("auto", "cuda", "mps", "cpu")
 MAX_SIDE = 7680  # px; 8K UHD width, the largest frame any part is asked to handle
+# An offline still is dreamed once, so it can afford what a live frame cannot: `render` uses
+# these in place of the preset's [dream] values unless a flag says otherwise.
+RENDER_DREAM = {"steps": 8, "octaves": 4}
 
 
 class KnobError(ValueError):
@@ -294,8 +297,8 @@ class DreamConfig(Section, section="dream"):
         1.0,
         0.25,
         1.0,
-        "dream at this fraction of the frame size, adding the detail to the "
-        "full-size frame (a CPU shows a 640x360 picture dreamed at 320x180)",
+        "dream (and carry the feedback) at this fraction of the frame size; the dream's detail "
+        "is added to the full-size frame (a CPU shows 640x360 dreamed at 320x180)",
     )
     octave_cycle: bool = knob(
         False,
@@ -306,6 +309,23 @@ class DreamConfig(Section, section="dream"):
     min_size: int = knob(
         32, 16, 512, "octaves whose shorter side would be smaller are skipped", unit="px"
     )
+
+
+@dataclass(frozen=True)
+class TargetConfig(Section, section="target"):
+    """How a class target is dreamed: whole objects want a calmer spectrum and several views
+    (Olah et al. 2017), which a layer dream does not need. These replace the [dream] values of
+    the same names while a target holds most of the objective's weight."""
+
+    views: int = knob(2, 1, 8, "randomly zoomed and turned copies per step")
+    view_zoom: float = knob(0.3, 0.0, 0.5, "views zoom by up to this much either way")
+    view_turn: float = knob(10.0, 0.0, 30.0, "views turn by up to this either way", unit="deg")
+    fourier_decay: float = knob(1.0, 0.0, 2.0, "spectrum slope of the fourier conditioning")
+
+    def apply(self, dream: DreamConfig) -> DreamConfig:
+        """`dream` as a class target is dreamed: these settings in place of its own."""
+        changes = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return dataclasses.replace(dream, **changes)
 
 
 @dataclass(frozen=True)

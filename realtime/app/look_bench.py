@@ -9,6 +9,7 @@ input's floor, frames of ghost after each cut, and the frame rate of the run.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -27,7 +28,7 @@ from realtime.control.config import Config, load_config, preset_names
 from realtime.control.params import LiveParams
 from realtime.engine.device import pick_device, tune_cpu
 from realtime.engine.models import FALLBACK_MODEL, MODEL_NAMES, DreamModel, load_model
-from realtime.knobs import parse_size
+from realtime.knobs import RENDER_DREAM, parse_size
 from realtime.live.slot import Frame
 
 logger = logging.getLogger(__name__)
@@ -78,14 +79,19 @@ def preset_config(
     return load_config(name, [*overrides, *condition])
 
 
+def first_snapshot(cfg: Config, model: DreamModel):
+    """The live parameters a run of `cfg` starts with, as one snapshot."""
+    params = LiveParams.from_config(cfg, model.layers, MODEL_NAMES, model.name)
+    if not cfg.model.layer:
+        params.set("layer", model.default_layer)
+    return params.snapshot()
+
+
 def dream_clip(
     model: DreamModel, cfg: Config, clip: Clip, device: torch.device
 ) -> tuple[list[np.ndarray], float]:
     """The clip through the live per-frame code; (outputs, frames per second)."""
-    params = LiveParams.from_config(cfg, model.layers, MODEL_NAMES, model.name)
-    if not cfg.model.layer:
-        params.set("layer", model.default_layer)
-    snap = params.snapshot()
+    snap = first_snapshot(cfg, model)
     pipeline = seeded_pipeline(model, device, cfg.feedback.flow_width)
     pipeline.process(Frame(clip.frames[0], time.monotonic(), -1), snap)  # warm-up, not timed
     pipeline.feedback.reset()
@@ -175,6 +181,104 @@ def format_table(runs: list[Run], head: dict) -> str:
     return "\n".join(lines)
 
 
+# The classes the issue names: what visitors ask for, from fire to thin lines (the hardest).
+CLASSES = ("volcano", "pizza", "spider web", "jellyfish", "goldfish")
+MIN_CLASS_PROBABILITY = 0.3  # goal: the judge's mean probability of the target
+STILL_FRAMES = 200  # frames of the still camera the live look dreams a target for
+
+
+@dataclass
+class ClassRun:
+    """One class target dreamed onto the astronaut, offline or live, and the judge's verdict."""
+
+    name: str
+    index: int
+    how: str  # "render" (offline still) or "live <preset>" (frames of a still camera)
+    size: str
+    probability: float  # the judge's, at a quarter size
+    before: float  # the judge's probability of the class for the picture undreamed
+    seconds: float
+
+
+def with_target(cfg: Config, index: int) -> Config:
+    """The configuration with a class as its target (model.target), as a run would start."""
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, target=str(index)))
+
+
+def class_runs(
+    model: DreamModel, device: torch.device, presets: list[str], frames: int, strips: Path | None
+) -> list[ClassRun]:
+    """Each class target dreamed onto scikit-image's astronaut: by `render` (the offline
+    defaults) and live through each preset's per-frame code on the picture held still."""
+    import skimage.data
+
+    from realtime.app.judge import class_probability, load_judge
+    from realtime.app.render import dream_still
+    from realtime.engine.classes import resolve_class
+    from realtime.live.capture import fit_frame
+
+    judge = load_judge()
+    picture = skimage.data.astronaut()
+    runs = []
+    for name in CLASSES:
+        index = resolve_class(name)
+        renders = [f"dream.{k}={v}" for k, v in RENDER_DREAM.items()]
+        cfg = with_target(load_config("default", [f"model.name={model.name}", *renders]), index)
+        started = time.perf_counter()
+        still = dream_still(picture, model, first_snapshot(cfg, model), device)
+        seconds = time.perf_counter() - started
+        size = f"{picture.shape[1]}x{picture.shape[0]}"
+        after, before = (class_probability(judge, x, index) for x in (still, picture))
+        runs.append(ClassRun(name, index, "render", size, after, before, seconds))
+        pictures = {"render": still}
+        for preset in presets:
+            cfg = with_target(preset_config(preset, (), None, model), index)
+            camera = fit_frame(picture, parse_size(cfg.capture.size))
+            clip = Clip("astronaut (still)", [camera] * frames)
+            started = time.perf_counter()
+            outputs, _ = dream_clip(model, cfg, clip, device)
+            seconds = time.perf_counter() - started
+            after, before = (class_probability(judge, x, index) for x in (outputs[-1], camera))
+            runs.append(
+                ClassRun(name, index, f"live {preset}", cfg.capture.size, after, before, seconds)
+            )
+            pictures[f"live-{preset}"] = outputs[-1]
+        if strips is not None:
+            for how, image in pictures.items():
+                path = strips / f"class-{name.replace(' ', '-')}-{how}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+                cv2.imwrite(str(path), bgr, [cv2.IMWRITE_JPEG_QUALITY, 88])
+    return runs
+
+
+def format_classes(runs: list[ClassRun]) -> str:
+    hows = list(dict.fromkeys(r.how for r in runs))
+    lines = [
+        "",
+        "Class targets on scikit-image's astronaut, judged by EfficientNet-Lite2 (not the Lite0 "
+        "that dreams) at a quarter size (half width, half height): the judge's probability of "
+        f"the target, before -> after. Goal: a mean of {MIN_CLASS_PROBABILITY} or more.",
+        "",
+        "| class | " + " | ".join(hows) + " |",
+        "|---|" + "---|" * len(hows),
+    ]
+    for name in CLASSES:
+        cells = []
+        for how in hows:
+            r = next(x for x in runs if x.name == name and x.how == how)
+            cells.append(f"{r.before:.3f} -> **{r.probability:.2f}**")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    means = []
+    for how in hows:
+        mean = float(np.mean([r.probability for r in runs if r.how == how]))
+        size = next(r.size for r in runs if r.how == how)
+        verdict = "met" if mean >= MIN_CLASS_PROBABILITY else "MISSED"
+        means.append(f"**{mean:.2f}** at {size}, {verdict}")
+    lines.append("| mean | " + " | ".join(means) + " |")
+    return "\n".join(lines)
+
+
 def main(args) -> int:
     """`installation.py bench --look`. args: device, footage, presets, frames, size, strips, json."""
     device = pick_device(args.device)
@@ -223,8 +327,13 @@ def main(args) -> int:
         "footage": footage,
     }
     print(format_table(runs, head))
+    classes = []
+    if getattr(args, "classes", False):
+        strips = Path(args.strips) if args.strips else None
+        classes = class_runs(model, device, presets, args.frames or STILL_FRAMES, strips)
+        print(format_classes(classes))
     if args.json:
-        Path(args.json).write_text(
-            json.dumps({**head, "runs": [r.__dict__ for r in runs]}, indent=2) + "\n"
-        )
+        runs_data = [r.__dict__ for r in runs]
+        data = {**head, "runs": runs_data, "classes": [c.__dict__ for c in classes]}
+        Path(args.json).write_text(json.dumps(data, indent=2) + "\n")
     return 0

@@ -14,15 +14,12 @@ import torch
 
 from realtime.control.params import Snapshot
 from realtime.engine.models import DreamModel
-from realtime.engine.objectives import Objective, build
 from realtime.engine.strategy import make_dreamer
-from realtime.knobs import DreamConfig
 from realtime.live.capture import fit_frame
 from realtime.live.pipeline import FramePipeline
 from realtime.live.recorder import VideoRecorder
 from realtime.live.slot import Frame
 from realtime.live.sources import IMAGE_SUFFIXES
-from realtime.live.transfer import to_image, to_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -102,20 +99,28 @@ def shrink(image: np.ndarray, max_side: int | None) -> np.ndarray:
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def dream_still(
+    image: np.ndarray, model: DreamModel, snap: Snapshot, device: torch.device, seed: int = SEED
+) -> np.ndarray:
+    """One picture dreamed as the live loop dreams a first frame (the same per-frame code, with
+    nothing carried yet): (H, W, 3) uint8 RGB in, the same out."""
+    return seeded_pipeline(model, device, seed=seed).process(
+        Frame(image, time.monotonic(), 0), snap
+    )
+
+
 def render_image(
     src: Path,
     dst: Path,
     model: DreamModel,
-    objective: Objective,
-    cfg: DreamConfig,
+    snap: Snapshot,
     device: torch.device,
     max_side: int | None = None,
 ) -> np.ndarray:
     """Dream one still picture; returns the result (H, W, 3) uint8 RGB and writes it to dst."""
     image = shrink(read_image(src), max_side)
-    dreamer = make_dreamer(model, device)
     progress = Progress(1, f"dreaming {src.name}")
-    out = to_image(dreamer.dream(to_tensor(image, device), objective, cfg))
+    out = dream_still(image, model, snap, device)
     progress.update()
     progress.close()
     write_image(dst, out)
@@ -272,7 +277,6 @@ def render(
                 f"an image input needs an image output ({', '.join(sorted(IMAGE_SUFFIXES))}),"
                 f" got {str(dst)!r}"
             )
-        objective = build(model, layer=snap.layer, target=snap.target)
-        render_image(src, dst, model, objective, snap.dream, device, max_side=max_side)
+        render_image(src, dst, model, snap, device, max_side=max_side)
         return 1
     return render_video(src, dst, model, snap, device, size, max_side, flow_width)

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 
 from realtime.app.logs import StatsLogger
@@ -123,6 +124,7 @@ def run(
     )
 
     parts = Parts()
+    summary = None  # (start time, loop, recorder) of a headless run, for its last line
     _install_signal_handlers(parts.stop)
     try:
         source = open_source(cfg.capture.source, size)
@@ -135,7 +137,8 @@ def run(
         callbacks = []
         recorder = None
         if cfg.record.path:
-            recorder = VideoRecorder(cfg.record.path, fps=cfg.record.fps)
+            # realtime: the clip plays at the pace it was dreamed, whatever the frame rate
+            recorder = VideoRecorder(cfg.record.path, fps=cfg.record.fps, realtime=True)
             callbacks.append(recorder)
             parts.add("recorder", recorder.close)
         callbacks.extend(_snapshot_callbacks(cfg, params))
@@ -174,8 +177,10 @@ def run(
         parts.add("stats log", stats_log.stop)
 
         if headless:
+            started = time.monotonic()
             while not parts.stop.is_set() and not loop.done.is_set():
                 parts.stop.wait(0.2)
+            summary = (started, loop, recorder)
         else:
             from realtime.present.display import DreamWindow
 
@@ -197,11 +202,26 @@ def run(
     finally:
         parts.stop.set()
         parts.shutdown()
+    if headless and summary is not None:
+        _summarise(*summary)
     if parts.exit_code:
         logger.critical(
             "exiting with code %d so the service manager restarts the installation", parts.exit_code
         )
     return parts.exit_code
+
+
+def _summarise(started: float, loop: DreamLoop, recorder: VideoRecorder | None) -> None:
+    """One line at the end of a headless run: frames, frame rate, where the clip is."""
+    frames = loop.stats()["frames"]
+    seconds = max(time.monotonic() - started, 1e-9)
+    clip = (
+        f"; the clip is {recorder.path.resolve()} ({recorder.frames_written} frames at "
+        f"{recorder.fps:g} fps: it plays at the pace it was dreamed)"
+        if recorder is not None
+        else ""
+    )
+    logger.info("dreamed %d frames in %.1f s (%.1f fps)%s", frames, seconds, frames / seconds, clip)
 
 
 def _snapshot_callbacks(cfg: Config, params: LiveParams) -> list:

@@ -21,6 +21,7 @@ from realtime.knobs import (
     ModelConfig,
     OscConfig,
     RecordConfig,
+    TargetConfig,
     WatchdogConfig,
     sections,
     table,
@@ -40,6 +41,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     dream: DreamConfig = field(default_factory=DreamConfig)
+    target: TargetConfig = field(default_factory=TargetConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     display: DisplayConfig = field(default_factory=DisplayConfig)
     control: ControlConfig = field(default_factory=ControlConfig)

@@ -25,6 +25,7 @@ from realtime.knobs import (
     DreamConfig,
     FeedbackConfig,
     Knob,
+    TargetConfig,
     live_knobs,
 )
 
@@ -46,7 +47,7 @@ class Snapshot:
     of the configuration's other settings, so each part reads its own section as it is.
     """
 
-    dream: DreamConfig
+    dream: DreamConfig  # this frame's dream: with the [target] recipe while a class target leads
     feedback: FeedbackConfig
     display: DisplayConfig
     layer: str
@@ -121,6 +122,7 @@ class LiveParams:
             "display": base.get("display") or DisplayConfig(),
             "control": base.get("control") or ControlConfig(),
         }
+        self._target_recipe = base.get("target") or TargetConfig()
         # Guards every field below: values, glides, counters and the layer list.
         self._lock = threading.Lock()
         self._clock = clock
@@ -161,7 +163,8 @@ class LiveParams:
             initial["layer"] = cfg.model.layer
         if cfg.model.target:
             initial["target"] = cfg.model.target
-        base = {name: getattr(cfg, name) for name in ("dream", "feedback", "display", "control")}
+        sections = ("dream", "feedback", "display", "control", "target")
+        base = {name: getattr(cfg, name) for name in sections}
         return cls(layers, models, model, initial, base=base)
 
     # --- writing -------------------------------------------------------------------------
@@ -276,6 +279,11 @@ class LiveParams:
     def models(self) -> tuple[str, ...]:
         return self._models
 
+    @property
+    def target_recipe(self) -> TargetConfig:
+        """How class targets are dreamed (the [target] section; fixed at start)."""
+        return self._target_recipe
+
     def get(self, name: str) -> object:
         """The stored value (a glide's end point, not the value on the way)."""
         _check_name(name)
@@ -304,8 +312,11 @@ class LiveParams:
             if index is not None and w > 0.0:
                 weights[index] = weights.get(index, 0.0) + w
         layer_weight = (1.0 - share) * (old is None) + share * (target is None)
+        dream = sections["dream"]
+        if layer_weight < 0.5:  # a class target holds most of the weight: its recipe
+            dream = self._target_recipe.apply(dream)
         return Snapshot(
-            dream=sections["dream"],
+            dream=dream,
             feedback=sections["feedback"],
             display=sections["display"],
             layer=str(v["layer"]),

@@ -138,8 +138,12 @@ class SameConv2d(nn.Conv2d):
         h, w = x.shape[-2:]
         pad_h = max((math.ceil(h / s) - 1) * s + k - h, 0)
         pad_w = max((math.ceil(w / s) - 1) * s + k - w, 0)
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
+        if pad_h % 2 == 0 and pad_w % 2 == 0:
+            # Symmetric (every stride-1 layer): the convolution pads by itself, with no padded
+            # copy of the input made forward and backward (~15% of a CPU step).
+            padding = (pad_h // 2, pad_w // 2)
+            return F.conv2d(x, self.weight, None, self.stride, padding, self.dilation, self.groups)
+        x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
         return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
 
 

@@ -16,8 +16,8 @@ from torch import Tensor
 from realtime.engine import objectives
 from realtime.engine.models import DreamModel
 from realtime.engine.objectives import Objective, Term
-from realtime.engine.step import CUDA, Dreamer, StepOptions, ascent_step, dream_sizes
-from realtime.knobs import DreamConfig
+from realtime.engine.step import CUDA, Dreamer, StepOptions, ascent_step, octave_sizes
+from realtime.knobs import DreamConfig, TargetConfig
 
 logger = logging.getLogger(__name__)
 
@@ -80,14 +80,21 @@ def graph_key(size: tuple[int, int], objective: Objective, cfg: DreamConfig) -> 
 
 
 def capture_plan(
-    layers: Sequence[str], height: int, width: int, cfg: DreamConfig
-) -> list[tuple[GraphKey, Objective]]:
-    """Every step graph a frame of (height, width) may need: each layer and a class target at
-    each octave size. Largest first (the deepest objective, the class logits, leads), so later
-    captures fit in the shared memory pool the first ones grew instead of growing it again."""
-    objs = [objectives.class_logit(0)] + [objectives.layer(name) for name in reversed(layers)]
-    sizes = sorted(dream_sizes(height, width, cfg), key=lambda s: s[0] * s[1], reverse=True)
-    return [(graph_key(size, obj, cfg), obj) for size in sizes for obj in objs]
+    layers: Sequence[str],
+    height: int,
+    width: int,
+    cfg: DreamConfig,
+    class_recipe: TargetConfig | None = None,
+) -> list[tuple[GraphKey, Objective, DreamConfig]]:
+    """Every step graph a frame of (height, width) may need: each layer and a class target (as
+    `class_recipe` dreams it) at each octave size. Largest first (the deepest objective, the
+    class logits, leads), so later captures fit in the shared memory pool the first ones grew
+    instead of growing it again."""
+    class_cfg = class_recipe.apply(cfg) if class_recipe is not None else cfg
+    objs = [(objectives.class_logit(0), class_cfg)]
+    objs += [(objectives.layer(name), cfg) for name in reversed(layers)]
+    sizes = sorted(octave_sizes(height, width, cfg), key=lambda s: s[0] * s[1], reverse=True)
+    return [(graph_key(size, obj, c), obj, c) for size in sizes for obj, c in objs]
 
 
 def root_cause(err: BaseException) -> str:
@@ -173,6 +180,7 @@ class GraphDreamer(Dreamer):
         self.max_graphs = max_graphs
         self.capture_budget_s = capture_budget_s
         self.on_progress: Callable[[], None] | None = None
+        self.class_recipe: TargetConfig | None = None  # how class targets are planned ahead
         self._clock = clock
         self.captures = 0  # graphs captured so far (tests check switches do not add any)
         self.replays = 0
@@ -254,12 +262,12 @@ class GraphDreamer(Dreamer):
         """A new frame size (start-up, a smaller dream after out-of-memory): plan every layer's
         graphs at its octaves, and drop the graphs of other sizes."""
         self._frame_size = (height, width)
-        sizes = set(dream_sizes(height, width, cfg))
+        sizes = set(octave_sizes(height, width, cfg))
         for key in [k for k in self._graphs if (k.height, k.width) not in sizes]:
             self._evict(key)
-        plan = capture_plan(self.model.layers, height, width, cfg)
+        plan = capture_plan(self.model.layers, height, width, cfg, self.class_recipe)
         room = self.max_graphs - len(self._graphs)
-        wanted = [(k, o) for k, o in plan if k not in self._graphs]
+        wanted = [(k, o, c) for k, o, c in plan if k not in self._graphs]
         if len(wanted) > room:
             logger.info(
                 "planning %d of %d graphs (max_graphs %d); the rest capture on use",
@@ -267,7 +275,7 @@ class GraphDreamer(Dreamer):
                 len(wanted),
                 self.max_graphs,
             )
-        self._pending = OrderedDict((k, (o, cfg)) for k, o in wanted[: max(room, 0)])
+        self._pending = OrderedDict((k, (o, c)) for k, o, c in wanted[: max(room, 0)])
         self._ahead = (self._clock(), self.captures)
 
     def _capture_pending(self, budget_s: float) -> None:

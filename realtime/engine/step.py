@@ -56,14 +56,6 @@ def octave_sizes(height: int, width: int, cfg: DreamConfig) -> list[tuple[int, i
     return [*sizes, (height, width)]
 
 
-def dream_sizes(height: int, width: int, cfg: DreamConfig) -> list[tuple[int, int]]:
-    """The octaves a frame of (height, width) is dreamed at: octave_sizes of the dream size,
-    which is the frame scaled by cfg.scale."""
-    if cfg.scale < 1.0:
-        height, width = max(8, round(height * cfg.scale)), max(8, round(width * cfg.scale))
-    return octave_sizes(height, width, cfg)
-
-
 def _round_to(x: float, multiple: int = OCTAVE_MULTIPLE) -> int:
     return max(multiple, multiple * round(x / multiple))
 
@@ -314,10 +306,10 @@ class Dreamer:
     ) -> Tensor:
         """Dream on `img` over the octaves, smallest first, carrying the added detail up.
 
-        The octaves are those of the dream size (the frame times cfg.scale); with
-        cfg.octave_cycle only octave `frame` mod their number is dreamed. Whatever size the last
-        octave dreamed was at, its detail is added to the full-size image, so the picture itself
-        keeps its sharpness.
+        With cfg.octave_cycle only octave `frame` mod their number is dreamed; whatever size
+        the last octave dreamed was at, its detail is added to the full-size image, so the
+        picture itself keeps its sharpness. (cfg.scale is the caller's: the live pipeline dreams
+        a smaller copy of the frame.)
 
         Args:
             img: (1, 3, H, W) float32 RGB in [0, 1] on the model's device (not an inference-mode
@@ -330,7 +322,7 @@ class Dreamer:
         """
         height, width = img.shape[-2:]
         img = img.float()
-        sizes = dream_sizes(height, width, cfg)
+        sizes = octave_sizes(height, width, cfg)
         if cfg.octave_cycle:
             sizes = [sizes[frame % len(sizes)]]
         detail = None  # (1, 3, h, w): what the dream added at the previous octave

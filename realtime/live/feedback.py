@@ -8,9 +8,9 @@ What is carried (feedback.carry):
   look with feedback.zoom).
 
 The change each frame's dream makes is smoothed over time too (feedback.smooth): the new change
-is blended with the last frames' (moved along the flow like the detail) and rescaled to its own
-size. The jitter of each step makes part of every change random; that part averages out, while
-what the dream keeps finding adds up, so the hallucination grows steadily instead of shimmering.
+is blended with the last frames' (moved along the flow like the detail). The jitter of each step
+makes part of every change random; that part averages out, while what the dream keeps finding
+adds up, so the hallucination grows steadily instead of shimmering.
 
 Where the flow cannot be trusted (forward and backward flow disagree: occlusions, someone
 stepping in, fast motion) the feedback there is dropped and the camera taken, as Ruder et al.
@@ -98,15 +98,19 @@ class Feedback:
         self._prev_thumb = None
 
     def steady(self, x: Tensor, dreamed: Tensor, cfg: FeedbackConfig) -> Tensor:
-        """The dreamed frame with its change (dreamed - x) smoothed over the last frames'.
+        """The dreamed frame with its change (dreamed - x) blended with the last frames'.
+
+        What the dream keeps finding is the same change every frame, and the blend keeps it
+        whole; what differs from frame to frame (the jitter's part) averages out. Nothing is
+        rescaled: a larger share of random change simply makes a smaller step.
 
         Args:
             x: what was dreamed from (apply()'s result), (1, 3, H, W).
             dreamed: the dream's result for it.
 
         Returns:
-            x plus the smoothed change, rescaled to the mean size of this frame's own change,
-            clamped to [0, 1]; `dreamed` itself when smoothing is off or nothing came before.
+            x plus the smoothed change, clamped to [0, 1]; `dreamed` itself when smoothing is
+            off or nothing came before.
         """
         change = dreamed - x
         before, self._change_in = self._change_in, None
@@ -115,8 +119,7 @@ class Feedback:
             return dreamed
         smoothed = torch.lerp(change, before, cfg.smooth)  # (1, 3, H, W)
         self._change = smoothed
-        size = change.abs().mean() / smoothed.abs().mean().clamp_min(1e-12)
-        return (x + smoothed * size).clamp_(0.0, 1.0)
+        return (x + smoothed).clamp_(0.0, 1.0)
 
     def remember(self, output_t: Tensor, camera_t: Tensor, cfg: FeedbackConfig) -> None:
         """Keep what this frame's dream carries into the next: (1, 3, H, W) in [0, 1] each."""
@@ -140,8 +143,9 @@ class Feedback:
         """The next input to dream: the camera frame plus the carried dream.
 
         Args:
-            camera_t: the new camera frame, (1, 3, H, W) float in [0, 1] on the device.
-            camera_np: the same frame as (H, W, 3) uint8 RGB, for the optical flow.
+            camera_t: the new camera frame, (1, 3, h, w) float in [0, 1] on the device (maybe
+                a smaller copy: the feedback lives at the dream's size).
+            camera_np: the frame as (H, W, 3) uint8 RGB, for the optical flow.
             cfg: amount, carry, flow, flow_check, cut_threshold, zoom, rotate.
 
         Returns:
@@ -153,9 +157,9 @@ class Feedback:
                 f"expected camera_t of shape (1, 3, H, W), got {tuple(camera_t.shape)}"
             )
         h, w = camera_t.shape[-2:]
-        if camera_np.shape != (h, w, 3) or camera_np.dtype != np.uint8:
+        if camera_np.ndim != 3 or camera_np.shape[2] != 3 or camera_np.dtype != np.uint8:
             raise FeedbackError(
-                f"expected camera_np as ({h}, {w}, 3) uint8 to match camera_t, "
+                f"expected camera_np as (H, W, 3) uint8 (the frame camera_t was made from), "
                 f"got {camera_np.shape} {camera_np.dtype}"
             )
         gray = self._flow_gray(camera_np)  # (h', w') uint8

@@ -223,6 +223,7 @@ class DreamLoop:
         dreamer = self._make_dreamer(model, self.device)
         if hasattr(dreamer, "on_progress"):  # long graph captures keep the heartbeat going
             dreamer.on_progress = self._beat
+            dreamer.class_recipe = self.params.target_recipe  # class graphs planned ahead too
         return dreamer
 
     # --- dream thread --------------------------------------------------------------------
@@ -234,6 +235,8 @@ class DreamLoop:
                 self._beat()
                 if pending is not None and self.frames.count == self._last_frame:
                     pending = self._publish(pending)  # no new frame waiting: no reason to hold it
+                if self._reached_max():
+                    break
                 count, frame = self.frames.get(self._last_frame, timeout=0.1)
                 if frame is None or count == self._last_frame:
                     continue
@@ -249,15 +252,18 @@ class DreamLoop:
                     pending = started
                 elif started is not None:
                     self._publish(started)
-                if self.max_frames is not None and self._index >= self.max_frames:
+                if self._reached_max():
                     break
-            if pending is not None and not self._stop.is_set():
+            if pending is not None and not self._stop.is_set() and not self._reached_max():
                 self._publish(pending)
         except BaseException:
             logger.exception("the dream thread ended on an unexpected error")
             raise
         finally:
             self.done.set()
+
+    def _reached_max(self) -> bool:
+        return self.max_frames is not None and self._index >= self.max_frames
 
     def _start(self, frame: Frame, snap: Snapshot) -> Pending | None:
         """Begin a frame; a failure is counted and handled here (None: nothing to publish)."""

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch.profiler import record_function
 
 from realtime.control.params import Snapshot
 from realtime.engine.models import DreamModel
@@ -20,6 +21,8 @@ from realtime.live.transfer import Downloader, Readback, Uploader
 logger = logging.getLogger(__name__)
 
 MIN_SCALE = 0.25  # below a quarter of the frame the dream is a blur
+# Labels on the phases of a frame, for torch.profiler (bench --profile); free when not profiling.
+PHASES = ("upload", "feedback", "dream", "read-back")
 
 
 @dataclass
@@ -93,16 +96,31 @@ class FramePipeline:
         if snap.reset_count != self._reset_seen:
             self._reset_seen = snap.reset_count
             self.feedback.reset()
-        camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
-        x = self.feedback.apply(camera_t, frame.image, snap.feedback)  # (1, 3, H, W)
+        with record_function("upload"):
+            camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
+            h, w = camera_t.shape[-2:]
+            scale = snap.dream.scale * self.scale  # the dream's size, after any OOM shrink
+            small = (max(8, round(h * scale)), max(8, round(w * scale)))
+            camera_small = resize(camera_t, small) if scale < 1.0 else camera_t  # (1, 3, h, w)
+        with record_function("feedback"):
+            x = self.feedback.apply(camera_small, frame.image, snap.feedback)  # (1, 3, h, w)
         if snap.dream.steps > 0:
-            x = self.feedback.steady(x, self._dream(x, snap), snap.feedback)
-        self.feedback.remember(x, camera_t, snap.feedback)
-        return Pending(frame, snap, self._download.start(x), started)
+            with record_function("dream"):
+                dreamed = self._dream(x, snap)
+            with record_function("feedback"):
+                x = self.feedback.steady(x, dreamed, snap.feedback)
+        with record_function("feedback"):
+            self.feedback.remember(x, camera_small, snap.feedback)
+        with record_function("read-back"):
+            if x.shape[-2:] != (h, w):  # the dream's detail on the full-size frame, kept sharp
+                x = (camera_t + resize(x - camera_small, (h, w))).clamp_(0.0, 1.0)
+            readback = self._download.start(x)
+        return Pending(frame, snap, readback, started)
 
     def finish(self, pending: Pending):
         """The dreamed picture, (H, W, 3) uint8 RGB (waits for its read-back)."""
-        return self._download.finish(pending.readback)
+        with record_function("read-back"):
+            return self._download.finish(pending.readback)
 
     def process(self, frame: Frame, snap: Snapshot):
         """One frame, start to finish: the dreamed picture, (H, W, 3) uint8 RGB."""
@@ -146,13 +164,6 @@ class FramePipeline:
         return self._objective
 
     def _dream(self, x: torch.Tensor, snap: Snapshot) -> torch.Tensor:
-        """Dream x (1, 3, H, W), at a reduced size after an out-of-memory error."""
-        objective, cfg = self.objective(snap), snap.dream
+        """Dream x (1, 3, h, w), already at the dream's size."""
         self.dreamed += 1
-        if self.scale >= 1.0:
-            return self.dreamer.dream(x, objective, cfg, self.generator, self.dreamed)
-        h, w = x.shape[-2:]
-        small = resize(x, (max(1, round(h * self.scale)), max(1, round(w * self.scale))))
-        dreamed = self.dreamer.dream(small, objective, cfg, self.generator, self.dreamed)
-        # Carry only the added detail up, so the picture itself stays sharp.
-        return (x + resize(dreamed - small, (h, w))).clamp_(0, 1)
+        return self.dreamer.dream(x, self.objective(snap), snap.dream, self.generator, self.dreamed)

@@ -26,15 +26,22 @@ class VideoRecorder:
     The file is opened on the first frame, at that frame's size (rounded down to even sizes,
     which the encoders need). Frames of another size are resized to it.
 
+    With `realtime`, the file plays at the pace the frames were made: a frame carrying a
+    `done_ts` (an Output) is written as many times as the file's frame rate has frames until the
+    next one (and not at all when frames come faster than the file rate), so a clip dreamed at
+    12 fps into a 30 fps file plays in real time instead of 2.5 times too fast. Without it, every
+    frame is written once (an offline render keeps its input's timing).
+
     Threads: __call__ and close() may be called from any thread, close() also from a signal
     handler; after close() further frames are ignored.
     """
 
-    def __init__(self, path: str | Path, fps: float = 30.0) -> None:
+    def __init__(self, path: str | Path, fps: float = 30.0, realtime: bool = False) -> None:
         """
         Args:
             path: .mp4 (also .m4v, .mov) or .avi file to write; its folder must exist.
             fps: frame rate stored in the file.
+            realtime: write frames at the pace their done_ts says (see the class docstring).
 
         Raises:
             RecorderError: unknown suffix, missing folder or fps not positive.
@@ -65,7 +72,10 @@ class VideoRecorder:
         self._busy = False  # a frame is being written (only True while the lock is held)
         self._close_pending = False  # close() came from a signal handler mid-write
         self._late_frames = 0  # frames that arrived after close(), ignored
-        self.frames_written = 0
+        self.realtime = realtime
+        self._start_ts: float | None = None  # done_ts of the first frame (realtime)
+        self.frames_written = 0  # frames in the file (repeats included)
+        self.frames_received = 0  # frames handed in
 
     @property
     def size(self) -> tuple[int, int] | None:
@@ -95,15 +105,32 @@ class VideoRecorder:
                         )
                     return
                 writer = self._writer if self._writer is not None else self._open(image)
+                self.frames_received += 1
+                copies = self._copies(getattr(frame, "done_ts", None))
+                if copies == 0:
+                    return
                 h, w = image.shape[:2]
                 if (w, h) != self._size:
                     image = cv2.resize(image, self._size, interpolation=cv2.INTER_AREA)
-                writer.write(cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-                self.frames_written += 1
+                bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+                for _ in range(copies):
+                    writer.write(bgr)
+                self.frames_written += copies
             finally:
                 self._busy = False
                 if self._close_pending:
                     self._release()
+
+    def _copies(self, done_ts: float | None) -> int:
+        """How many times to write this frame: once, or in realtime as many file frames as are
+        due by its time (the lock is held)."""
+        if not self.realtime or done_ts is None:
+            return 1
+        if self._start_ts is None:
+            self._start_ts = done_ts
+        # file frames due up to this moment (the epsilon absorbs float error in timestamps)
+        due = int((done_ts - self._start_ts) * self.fps + 1e-6) + 1
+        return max(0, due - self.frames_written)
 
     def close(self) -> None:
         """Finish the file so that every frame written can be read back. Idempotent."""

@@ -54,15 +54,23 @@ def test_quick_bench_prints_the_table_and_writes_the_json(tmp_path):
         assert f"| {row['size']} | {row['octaves']} x {row['steps']} |" in table
 
 
+def preset_model():
+    from realtime.engine.models import build_architecture
+
+    return build_architecture("efficientnet_lite0")  # its layer names are all a config needs
+
+
 def test_cpu_rows_hold_the_cpu_preset_and_googlenet():
     rows = default_rows("cpu")
     preset = rows[0]
     assert (preset.model, preset.size, preset.octaves, preset.steps) == (
         "efficientnet_lite0",
-        (320, 180),
-        1,
+        (640, 360),
+        3,
         1,
     )
+    cfg = preset.config(preset_model())  # every other setting is the preset's own
+    assert (cfg.dream.scale, cfg.dream.octave_cycle, cfg.feedback.smooth) == (0.5, True, 0.8)
     assert preset.label == "cpu preset"
     assert any(r.model == "efficientnet_lite0" and (r.octaves, r.steps) == (2, 2) for r in rows)
     assert any(r.model == "googlenet" and r.size == (320, 180) for r in rows)
@@ -102,8 +110,8 @@ def test_goals_are_read_against_the_right_rows():
     assert verdict.startswith("MISSED") and "fps 41.0 >= 60" in verdict
     assert "latency 62.0 <= 50" in verdict and "speed-up 3.0 >= 4" in verdict
     assert goal_check("cuda", Row("googlenet", (1920, 1080), 2, 2), {"fps": 31.0, "speedup": 4.5})
-    assert goal_check("cpu", default_rows("cpu")[0], {"fps": 12.0}) == "met"
-    assert goal_check("cpu", default_rows("cpu")[0], {"fps": 8.0}).startswith("MISSED")
+    assert goal_check("cpu", default_rows("cpu")[0], {"fps": 21.0}) == "met"
+    assert goal_check("cpu", default_rows("cpu")[0], {"fps": 18.0}).startswith("MISSED")
     assert goal_check("cpu", Row("efficientnet_lite0", (320, 180), 2, 2), {"fps": 3.0}) == "-"
 
 

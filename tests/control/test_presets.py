@@ -111,8 +111,8 @@ def test_the_shipped_presets_load(params):
     assert {"default", "cpu", "hq", "gallery"} <= set(names)
     load_preset("cpu", params)
     state = params.state()
-    assert (state["model"], state["steps"], state["octaves"]) == ("efficientnet_lite0", 1, 1)
-    assert state["feedback"] == pytest.approx(0.75)
+    assert (state["model"], state["steps"], state["octaves"]) == ("efficientnet_lite0", 1, 3)
+    assert state["feedback"] == pytest.approx(0.95)
     load_preset("hq", params)
     params.set_layers(LAYERS, "googlenet")  # the loop, once GoogLeNet has loaded
     assert (params.get("model"), params.get("layer")) == ("googlenet", "inception4c")

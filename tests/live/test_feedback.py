@@ -223,8 +223,8 @@ def test_bad_input_is_rejected_clearly():
         cfg(amount=1.5)
     with pytest.raises(KnobError, match="feedback.zoom"):
         cfg(zoom=0.0)
-    with pytest.raises(FeedbackError, match=r"camera_np as \(144, 192, 3\) uint8"):
-        feedback.apply(to_t(frame), frame[:10], FeedbackConfig())
+    with pytest.raises(FeedbackError, match=r"expected camera_np as \(H, W, 3\) uint8"):
+        feedback.apply(to_t(frame), frame[..., 0], FeedbackConfig())
     with pytest.raises(FeedbackError, match="shape"):
         feedback.remember(torch.zeros(3, H, W), torch.zeros(3, H, W), FeedbackConfig())
     with pytest.raises(KnobError, match="flow_width"):

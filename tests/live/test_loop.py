@@ -355,3 +355,48 @@ def test_stop_joins_a_model_still_loading(lite0, params, monkeypatch):
     loop.stop(timeout=5.0)
     assert finished.is_set()  # stop() waited for the loader instead of leaving it running
     assert not any(t.name == "model-load" and t.is_alive() for t in threading.enumerate())
+
+
+def test_on_the_gpu_path_frame_n_is_read_back_while_n_plus_1_dreams(lite0, params, monkeypatch):
+    """With overlap on (CUDA), a frame waiting in the slot is started before the previous one is
+    finished, so the host work of one and the device work of the other overlap; with none
+    waiting, a frame is published at once (no extra latency)."""
+    from realtime.live.pipeline import FramePipeline
+
+    monkeypatch.setattr(FramePipeline, "overlaps", property(lambda self: True))
+    loop = make_loop(lite0, params, max_frames=4)
+    calls = []
+    real_start, real_finish = loop.pipeline.start, loop.pipeline.finish
+
+    def start(frame, snap):
+        calls.append(("start", frame.index))
+        return real_start(frame, snap)
+
+    def finish(pending):
+        calls.append(("finish", pending.frame.index))
+        return real_finish(pending)
+
+    loop.pipeline.start, loop.pipeline.finish = start, finish
+    frames = demo_frames(4)
+    loop.frames.put(frames[0])
+    loop.start()
+    try:
+        assert wait_for(lambda: ("start", 0) in calls, 20)
+        loop.frames.put(frames[1])  # N+1 arrives while N is in flight
+        assert wait_for(lambda: loop.outputs.count >= 1, 20)
+        for frame in frames[2:]:
+            loop.frames.put(frame)
+            count = loop.outputs.count
+            assert wait_for(lambda c=count: loop.outputs.count > c, 20)
+        assert loop.done.wait(20)
+    finally:
+        loop.stop()
+    assert [o for o in calls if o[0] == "finish"] == [("finish", i) for i in range(4)]
+    for i in range(4):  # every frame finished once and in order, never before it started
+        assert calls.index(("start", i)) < calls.index(("finish", i))
+    overlapped = [
+        i
+        for i in range(3)
+        if ("start", i + 1) in calls and calls.index(("start", i + 1)) < calls.index(("finish", i))
+    ]
+    assert overlapped, calls  # at least one frame was read back while the next one dreamed

@@ -145,3 +145,37 @@ def test_bad_paths_are_clear_errors(tmp_path):
         recorder(grey(0))
     with pytest.raises(RecorderError, match=r"\(H, W, 3\) uint8 RGB frame"):
         VideoRecorder(tmp_path / "x.avi")(np.zeros((4, 4), np.uint8))
+
+
+def test_realtime_recording_plays_at_the_pace_it_was_dreamed(tmp_path):
+    """Dreamed at 10 fps into a 30 fps file: each frame fills three file frames, so the clip
+    lasts as long as the dream did; frames faster than the file rate are left out."""
+    from realtime.live.slot import Output
+
+    path = tmp_path / "paced.mp4"
+    rec = VideoRecorder(path, fps=30.0, realtime=True)
+    shades = []
+    for i in range(10):  # 10 frames, 0.1 s apart: 0.9 s of dreaming
+        image = np.full((48, 64, 3), 20 * i, np.uint8)
+        shades.append(20 * i)
+        rec(Output(dream=image, camera=image, index=i, capture_ts=0.0, done_ts=100.0 + 0.1 * i))
+    for i in range(5):  # then 5 frames within one file frame: only the first is due
+        image = np.full((48, 64, 3), 250, np.uint8)
+        rec(
+            Output(
+                dream=image, camera=image, index=10 + i, capture_ts=0.0, done_ts=101.0 + 0.001 * i
+            )
+        )
+    rec.close()
+    cap = cv2.VideoCapture(str(path))
+    got = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        got.append(int(frame.mean()))
+    cap.release()
+    assert len(got) == rec.frames_written == 31  # int(1.0 s * 30) + 1
+    assert rec.frames_received == 15
+    assert [round(g / 20) * 20 for g in got[1:4]] == [20, 20, 20]  # frame 1 held 0.1 s
+    assert abs(len(got) / 30.0 - 1.0) < 0.05  # the clip lasts as long as the dream did
