@@ -233,10 +233,13 @@ def cmd_render(args: argparse.Namespace) -> int:
     from realtime.control.params import LiveParams
     from realtime.engine.device import pick_device
     from realtime.engine.models import MODEL_NAMES, load_model
-    from realtime.knobs import RENDER_DREAM, parse_size
+    from realtime.knobs import RENDER_DREAM, RENDER_TARGET, parse_size
 
     if not args.live:  # the offline defaults (more steps and octaves), unless a flag says otherwise
-        for key, value in RENDER_DREAM.items():
+        defaults = (
+            RENDER_TARGET if (args.target or _config_from(args).model.target) else RENDER_DREAM
+        )
+        for key, value in defaults.items():
             if getattr(args, f"knob_dream_{key}") is None:
                 setattr(args, f"knob_dream_{key}", value)
     cfg = _config_from(args)

@@ -24,6 +24,9 @@ MAX_SIDE = 7680  # px; 8K UHD width, the largest frame any part is asked to hand
 # An offline still is dreamed once, so it can afford what a live frame cannot: `render` uses
 # these in place of the preset's [dream] values unless a flag says otherwise.
 RENDER_DREAM = {"steps": 8, "octaves": 4}
+# ... and for a class target, what a whole object needs: many steps, octaves 1.5 apart, dreamed at
+# half size so the network sees objects near the scale it knows them at (~224 px).
+RENDER_TARGET = {"steps": 20, "octaves": 4, "octave_scale": 1.5, "scale": 0.5}
 
 
 class KnobError(ValueError):
@@ -321,11 +324,27 @@ class TargetConfig(Section, section="target"):
     view_zoom: float = knob(0.3, 0.0, 0.5, "views zoom by up to this much either way")
     view_turn: float = knob(10.0, 0.0, 30.0, "views turn by up to this either way", unit="deg")
     fourier_decay: float = knob(1.0, 0.0, 2.0, "spectrum slope of the fourier conditioning")
+    # A whole object takes more dreaming than a texture: a bigger step, and feedback that keeps
+    # it for longer. The operator's faders still act: these scale and floor their values.
+    step_scale: float = knob(1.7, 1.0, 4.0, "class targets step this many times dream.step_size")
+    feedback: float = knob(
+        0.98, 0.0, 0.98, "feedback.amount is at least this while a class target leads"
+    )
 
     def apply(self, dream: DreamConfig) -> DreamConfig:
-        """`dream` as a class target is dreamed: these settings in place of its own."""
-        changes = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return dataclasses.replace(dream, **changes)
+        """`dream` as a class target is dreamed: the recipe's views and spectrum, a bigger step."""
+        return dataclasses.replace(
+            dream,
+            views=self.views,
+            view_zoom=self.view_zoom,
+            view_turn=self.view_turn,
+            fourier_decay=self.fourier_decay,
+            step_size=min(dream.step_size * self.step_scale, 0.2),
+        )
+
+    def hold(self, feedback: FeedbackConfig) -> FeedbackConfig:
+        """`feedback` while a class target leads: at least this recipe's amount."""
+        return dataclasses.replace(feedback, amount=max(feedback.amount, self.feedback))
 
 
 @dataclass(frozen=True)

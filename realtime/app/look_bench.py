@@ -28,7 +28,7 @@ from realtime.control.config import Config, load_config, preset_names
 from realtime.control.params import LiveParams
 from realtime.engine.device import pick_device, tune_cpu
 from realtime.engine.models import FALLBACK_MODEL, MODEL_NAMES, DreamModel, load_model
-from realtime.knobs import RENDER_DREAM, parse_size
+from realtime.knobs import RENDER_TARGET, parse_size
 from realtime.live.slot import Frame
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,7 @@ def class_runs(
     runs = []
     for name in CLASSES:
         index = resolve_class(name)
-        renders = [f"dream.{k}={v}" for k, v in RENDER_DREAM.items()]
+        renders = [f"dream.{k}={v}" for k, v in RENDER_TARGET.items()]
         cfg = with_target(load_config("default", [f"model.name={model.name}", *renders]), index)
         started = time.perf_counter()
         still = dream_still(picture, model, first_snapshot(cfg, model), device)

@@ -312,12 +312,13 @@ class LiveParams:
             if index is not None and w > 0.0:
                 weights[index] = weights.get(index, 0.0) + w
         layer_weight = (1.0 - share) * (old is None) + share * (target is None)
-        dream = sections["dream"]
+        dream, feedback = sections["dream"], sections["feedback"]
         if layer_weight < 0.5:  # a class target holds most of the weight: its recipe
             dream = self._target_recipe.apply(dream)
+            feedback = self._target_recipe.hold(feedback)
         return Snapshot(
             dream=dream,
-            feedback=sections["feedback"],
+            feedback=feedback,
             display=sections["display"],
             layer=str(v["layer"]),
             layer_index=layer_index,

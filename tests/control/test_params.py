@@ -192,3 +192,24 @@ def test_the_glided_objective_is_what_the_dream_maximises(lite0):
     pipeline = FramePipeline(lite0, Dreamer(lite0), lite0.device)
     objective = pipeline.objective(p.snapshot())
     assert objective == objectives.classes({1: 0.5, 107: 0.5})
+
+
+def test_while_a_class_target_leads_it_is_dreamed_with_the_target_recipe():
+    from realtime.knobs import DreamConfig, FeedbackConfig, TargetConfig
+
+    recipe = TargetConfig(views=3, step_scale=2.0, feedback=0.97)
+    base = {
+        "dream": DreamConfig(step_size=0.02),
+        "feedback": FeedbackConfig(amount=0.5),
+        "target": recipe,
+    }
+    p = LiveParams(LAYERS, ["googlenet"], "googlenet", base=base)
+    layer = p.snapshot()
+    assert (layer.dream.views, layer.dream.step_size, layer.feedback.amount) == (1, 0.02, 0.5)
+    p.set("target", "volcano", glide=False)
+    target = p.snapshot()
+    assert target.dream.views == 3 and target.dream.fourier_decay == recipe.fourier_decay
+    assert target.dream.step_size == pytest.approx(0.04)  # the fader's value, scaled
+    assert target.feedback.amount == 0.97  # at least the recipe's
+    p.set("feedback", 0.98, glide=False)
+    assert p.snapshot().feedback.amount == 0.98  # the operator can still go above it
