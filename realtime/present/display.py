@@ -37,7 +37,7 @@ DEFAULT_TARGET_NAMES = (
     "tarantula",
     "goldfish",
     "volcano",
-    "pagoda",
+    "stupa",  # ImageNet's pagoda
     "pizza",
     "banana",
 )

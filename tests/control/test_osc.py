@@ -529,3 +529,21 @@ def test_address_table_covers_every_parameter_and_handler(server):
     assert "/dream/feedback" in text and "0..0.98" in text
     md = format_address_table(markdown=True).splitlines()
     assert md[0].startswith("| dir | address |") and len(md) == len(table) + 2
+
+
+def test_a_wildcard_address_is_refused_at_once_and_cannot_stall_the_server(params, server):
+    """Issue 11's attack: '/dream/' plus 26 '*' and '!' took python-osc's pattern matcher over a
+    minute. Addresses are matched exactly, so a pattern costs no more than its parsing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        bad = message("/dream/" + "*" * 26 + "!", 1.0, types="f")
+        started = time.monotonic()
+        for _ in range(200):
+            sock.sendto(bad, server.address)
+        sock.sendto(message("/dream/layer", "inception4c"), server.address)
+        assert wait_for(lambda: params.get("layer") == "inception4c", 5.0)
+        elapsed = time.monotonic() - started
+    finally:
+        sock.close()
+    assert elapsed < 2.0, elapsed  # 200 attacks and a real message, handled in well under 2 s
+    assert server.refused >= 200 and server.applied == 1
