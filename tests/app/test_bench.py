@@ -20,6 +20,7 @@ from realtime.app.bench import (
     get_model,
     goal_check,
     select_rows,
+    time_dream,
 )
 from realtime.engine import objectives
 from realtime.engine.models import random_model
@@ -171,3 +172,20 @@ def test_random_weights_build_every_model_on_the_cpu():
         model = random_model(name, torch.device("cpu"))
         assert not any(p.requires_grad for p in model.parameters())
         assert not model.training
+
+
+def test_the_dream_is_timed_over_every_octave_of_a_cycle():
+    """With dream.octave_cycle each frame dreams one octave in turn; timing frame 0 alone would
+    time the smallest octave only."""
+    seen = []
+
+    class Recorder:
+        def dream(self, img, objective, cfg, generator=None, frame=0):
+            seen.append(frame)
+            return img
+
+    cfg = DreamConfig(octaves=3, octave_cycle=True)
+    time_dream(Recorder(), torch.zeros(1, 3, 8, 8), None, cfg, warmup=2, frames=6)
+    timed = seen[2:]
+    assert sorted({f % 3 for f in timed}) == [0, 1, 2]
+    assert len(set(timed)) == len(timed)
