@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import json
 import logging
 import time
@@ -137,15 +138,28 @@ def verdict(flow: Run, none: Run) -> str:
     return "met" if not missed else "MISSED: " + ", ".join(missed)
 
 
-def strip(clip: Clip, outputs: list[np.ndarray], path: Path, start: int | None = None) -> Path:
-    """Camera above dream for STRIP_FRAMES consecutive frames, as a JPEG to look at."""
-    if start is None:  # the middle of the first scene: motion, no cut
-        first = clip.cuts[0] if clip.cuts else len(clip.frames)
-        start = max(0, first // 2 - STRIP_FRAMES // 2)
-    frames = range(start, min(start + STRIP_FRAMES, len(outputs)))
-    top = np.concatenate([clip.frames[i] for i in frames], axis=1)
-    bottom = np.concatenate([outputs[i] for i in frames], axis=1)
-    picture = np.concatenate([top, bottom], axis=0)
+def strip_starts(clip: Clip) -> list[int]:
+    """Where the strips start: the middle of every scene (motion, no cut), then just before the
+    first cut (two frames of the old scene, then how fast the new one clears)."""
+    bounds = [0, *clip.cuts, len(clip.frames)]
+    starts = [max(a, (a + b) // 2 - STRIP_FRAMES // 2) for a, b in itertools.pairwise(bounds)]
+    if clip.cuts:
+        starts.append(max(0, clip.cuts[0] - 2))
+    return starts
+
+
+def strip(clip: Clip, outputs: list[np.ndarray], path: Path) -> Path:
+    """STRIP_FRAMES consecutive frames, camera above dream, at each of strip_starts(), one
+    above the other, as a JPEG to look at."""
+    rows = []
+    for start in strip_starts(clip):
+        frames = range(start, min(start + STRIP_FRAMES, len(outputs)))
+        pad = [np.zeros_like(clip.frames[0])] * (STRIP_FRAMES - len(frames))  # a short last scene
+        top = np.concatenate([clip.frames[i] for i in frames] + pad, axis=1)
+        bottom = np.concatenate([outputs[i] for i in frames] + pad, axis=1)
+        gap = np.zeros((8, top.shape[1], 3), np.uint8)  # between one scene's pair and the next
+        rows += [top, bottom, gap]
+    picture = np.concatenate(rows[:-1], axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 88])
     return path

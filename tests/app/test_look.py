@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
 
 from realtime.app import look_metrics as lm
-from realtime.app.look_bench import dream_clip, preset_config
+from realtime.app.look_bench import STRIP_FRAMES, dream_clip, preset_config, strip, strip_starts
 from realtime.app.look_footage import synthetic_clip
 from tests.test_installation import cli
 
@@ -99,7 +100,23 @@ def test_the_look_bench_prints_its_table(tmp_path):
         "flow feedback",
     ]
     assert "x warp" in lines[2] and ("met" in lines[2] or "MISSED" in lines[2])
-    assert (tmp_path / "strips" / "cpu-synthetic.jpg").is_file()
+    picture = cv2.imread(str(tmp_path / "strips" / "cpu-synthetic.jpg"))
+    assert picture.shape[1] == STRIP_FRAMES * 96  # a strip of consecutive frames, camera over dream
     assert (tmp_path / "look.json").is_file()
     missing = cli("bench", "--look", "--footage", str(tmp_path / "none.mp4"), "--presets", "cpu")
     assert missing.returncode == 2 and "make footage" in missing.stderr
+
+
+def test_strips_show_the_middle_of_every_scene_and_the_first_cut(clip, tmp_path):
+    assert strip_starts(clip) == [10 - STRIP_FRAMES // 2, 30 - STRIP_FRAMES // 2, 18]
+    outputs = [255 - f for f in clip.frames]  # any dream: here the negative
+    path = strip(clip, outputs, tmp_path / "s.jpg")
+    picture = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(int)
+    h, w = clip.frames[0].shape[:2]
+    assert picture.shape == (3 * 2 * h + 2 * 8, STRIP_FRAMES * w, 3)  # 3 rows, 8 px gaps
+    cut_row = picture[2 * (2 * h + 8) :]
+    # Across the cut, camera above dream, frame by frame: 2 frames of the old scene, then the new
+    for k, i in enumerate(range(18, 18 + STRIP_FRAMES)):
+        camera, dream = cut_row[:h, k * w : (k + 1) * w], cut_row[h:, k * w : (k + 1) * w]
+        assert np.abs(camera - clip.frames[i]).mean() < 8  # JPEG
+        assert np.abs(dream - outputs[i]).mean() < 8
