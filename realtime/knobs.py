@@ -493,10 +493,25 @@ class RecordConfig(Section, section="record"):
         500.0,
         0.0,
         1e7,
-        "recording stops (the show goes on) below this much free disk space",
+        "recording and snapshots stop (the show goes on) below this much free disk space",
         unit="MB",
     )
     snapshot_dir: str = knob("snapshots", doc="where snapshot PNGs go")
+    # A 960x540 PNG is 0.7-1 MB; a stuck key or an OSC loop wrote 122 of them in 6 s (issue 11).
+    snapshot_interval: float = knob(
+        1.0,
+        0.0,
+        3600.0,
+        "snapshot requests sooner than this after the last save are refused",
+        unit="s",
+    )
+    snapshot_budget_mb: float = knob(
+        1000.0,
+        1.0,
+        1e7,
+        "no more snapshots once the snapshot PNGs in snapshot_dir take this much",
+        unit="MB",
+    )
 
 
 @dataclass(frozen=True)
