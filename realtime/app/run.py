@@ -246,8 +246,8 @@ def _summarise(started: float, loop: DreamLoop, recorder: VideoRecorder | None) 
     frames = loop.stats()["frames"]
     seconds = max(time.monotonic() - started, 1e-9)
     clip = ""
-    if recorder is not None:
-        files = recorder.paths or [recorder.path]
+    if recorder is not None and recorder.paths:
+        files = recorder.paths
         where = str(files[0].resolve())
         if len(files) > 1:
             where += f" .. {files[-1].name} ({len(files)} segments)"
@@ -255,8 +255,10 @@ def _summarise(started: float, loop: DreamLoop, recorder: VideoRecorder | None) 
             f"; the clip is {where} ({recorder.frames_written} frames at {recorder.fps:g} fps: "
             f"it plays at the pace it was dreamed)"
         )
-        if recorder.error:
-            clip += f"; the recording stopped early: {recorder.error}"
+    elif recorder is not None:
+        clip = "; nothing was recorded"
+    if recorder is not None and recorder.error:
+        clip += f"; the recording stopped early: {recorder.error}"
     logger.info("dreamed %d frames in %.1f s (%.1f fps)%s", frames, seconds, frames / seconds, clip)
 
 

@@ -87,6 +87,7 @@ class SnapshotSaver:
                 "interval",
                 f"snapshot refused: requested {now - self._last_save:.2f} s after the last, "
                 f"sooner than record.snapshot_interval = {self.min_interval:g} s",
+                logging.WARNING,
             )
         if self.used_bytes >= self.budget_bytes:
             return self._refuse(
@@ -94,6 +95,7 @@ class SnapshotSaver:
                 f"snapshot refused: the snapshots in {str(self.directory)!r} take "
                 f"{self.used_bytes / MB:.0f} MB, record.snapshot_budget_mb is "
                 f"{self.budget_bytes / MB:g}; move them away or raise it",
+                logging.WARNING,
             )
         if self.min_free_mb and not self._space_ok():
             return None
@@ -127,13 +129,14 @@ class SnapshotSaver:
         self._refuse("space", f"snapshot refused: {why}")
         return False
 
-    def _refuse(self, kind: str, message: str) -> None:
-        """Count a refusal; log it (and report it) the first time of its kind since a save."""
+    def _refuse(self, kind: str, message: str, level: int = logging.ERROR) -> None:
+        """Count a refusal; log it (and report it) the first time of its kind since a save.
+        Refusals by the limits are warnings; the disk's faults errors."""
         self.refused += 1
         if kind in self._told:
             return None
         self._told.add(kind)
-        logger.error("%s (said once until a snapshot is saved again)", message)
+        logger.log(level, "%s (said once until a snapshot is saved again)", message)
         if self.on_error is not None:
             self.on_error(message)
         return None
