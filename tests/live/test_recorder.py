@@ -230,14 +230,17 @@ def test_segments_are_new_numbered_files_holding_every_frame(tmp_path):
     assert all(abs(s - (STEP * i) % 256) < 4 for i, s in enumerate(shades))
 
 
-# A recorder in a child process, killed with SIGKILL while it writes: a moving textured picture at
-# 640x360 and 30 fps, the live case. It prints the frames the encoder has taken after each frame.
+# A recorder in a child process, killed with SIGKILL while it writes at 640x360 and 30 fps: a
+# moving textured picture (the live case) or a black one (the smallest frames, the most of them
+# in FFmpeg's buffer). It prints the frames the encoder has taken after each frame.
 KILLED_CHILD = """
 import sys, time
 import cv2, numpy as np
 from realtime.live.recorder import VideoRecorder
 rec = VideoRecorder(sys.argv[1], fps=30.0, segment_seconds=float(sys.argv[2]))
 texture = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (360, 700, 3), np.uint8), (0, 0), 3)
+if sys.argv[3] == "black":
+    texture[:] = 0
 for i in range(900):  # 30 s at most; the test kills it long before
     rec(np.ascontiguousarray(texture[:, i % 60 : i % 60 + 640]))
     print(rec.frames_written, flush=True)
@@ -245,10 +248,12 @@ for i in range(900):  # 30 s at most; the test kills it long before
 """
 
 
-def record_then_kill(path: Path, seconds: float, segment_seconds: float = 0.0) -> int:
+def record_then_kill(
+    path: Path, seconds: float, segment_seconds: float = 0.0, picture: str = "moving"
+) -> int:
     """Run KILLED_CHILD until it has written `seconds` of video, SIGKILL it; frames written."""
     child = subprocess.Popen(
-        [sys.executable, "-c", KILLED_CHILD, str(path), str(segment_seconds)],
+        [sys.executable, "-c", KILLED_CHILD, str(path), str(segment_seconds), picture],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -274,10 +279,19 @@ def test_a_matroska_recording_killed_by_sigkill_reads_back_to_within_a_second(tm
     path = tmp_path / "killed.mkv"
     written = record_then_kill(path, seconds=3.0)
     frames = read_back(path)
-    # measured: 3 frames short of 90 (FFmpeg's unflushed 256 KB buffer); a black picture loses
-    # more (up to ~5 s at 640x360, see recorder.FOURCC_BY_SUFFIX)
+    # measured: 78 of 90 (what FFmpeg's 256 KB write buffer held was lost)
     assert written - 30 <= len(frames) <= written
     assert frames[0].shape == (360, 640, 3)
+
+
+def test_a_black_matroska_recording_killed_by_sigkill_loses_at_most_its_buffer(tmp_path):
+    """The worst picture: a black 640x360 MJPG frame is 1.6 KB, so the 256 KB buffer holds
+    ~160 frames (5.4 s at 30 fps; 2.6 s at 960x540)."""
+    path = tmp_path / "black.mkv"
+    written = record_then_kill(path, seconds=7.0, picture="black")
+    frames = read_back(path)
+    assert written - 6 * 30 <= len(frames) <= written and len(frames) > 0
+    assert all(f.max() < 16 for f in frames)
 
 
 def test_an_mp4_killed_by_sigkill_loses_only_its_open_segment(tmp_path):
