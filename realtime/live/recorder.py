@@ -83,7 +83,7 @@ class VideoRecorder:
             realtime: write frames at the pace their done_ts says (see the class docstring).
             segment_seconds: start a new file after this much video (file time); 0: one file.
             min_free_mb: stop recording when the folder's disk has less free space; 0: no check.
-            overwrite: write to `path` itself even if it exists (an offline render's output).
+            overwrite: write the first file to `path` even if it exists (a render's output).
             on_error: called with each fault's message (status out).
             statvfs, open_writer: stand-ins for os.statvfs and cv2.VideoWriter (tests).
 
@@ -268,10 +268,10 @@ class VideoRecorder:
 
     def _claim(self) -> bool:
         """Create the next file (never an existing one); a fault when the folder refuses."""
-        if self.overwrite:
+        first = not self.paths and self._claimed is None
+        if self.overwrite and first:  # only the named file: later segments never replace it
             self._claimed = self.path = self.requested
             return True
-        first = not self.paths and self._claimed is None
         try:
             path, self._number = claim(self.requested, self._number + (0 if first else 1))
         except OSError as err:

@@ -218,6 +218,17 @@ def test_an_existing_file_is_never_overwritten(tmp_path, caplog):
     assert sum("never overwrites" in m for m in caplog.messages) == 1
 
 
+def test_overwrite_replaces_only_the_named_file(tmp_path):
+    (tmp_path / "render.mkv").write_bytes(b"the last render")
+    (tmp_path / "render-1.mkv").write_bytes(b"not ours")
+    with VideoRecorder(tmp_path / "render.mkv", fps=2.0, overwrite=True, segment_seconds=1) as rec:
+        for i in range(3):
+            rec(grey(i))
+    assert [p.name for p in rec.paths] == ["render.mkv", "render-2.mkv"]
+    assert [len(read_back(p)) for p in rec.paths] == [2, 1]
+    assert (tmp_path / "render-1.mkv").read_bytes() == b"not ours"
+
+
 def test_segments_are_new_numbered_files_holding_every_frame(tmp_path):
     rec = VideoRecorder(tmp_path / "seg.mkv", fps=10.0, segment_seconds=1.0)
     for i in range(25):
