@@ -75,7 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--size", help="dream size WxH, e.g. 640x360")
     run.add_argument("--headless", action="store_true", help="no window (record or stream instead)")
     run.add_argument("--frames", type=int, help="stop after N output frames")
-    run.add_argument("--record", help="write the output video here (.mp4 or .avi)")
+    run.add_argument(
+        "--record",
+        help="write the output video here: .mkv (readable after a kill or a full disk), .avi or "
+        ".mp4; an existing file is kept and the next free name-N used",
+    )
     run.add_argument("--fullscreen", action="store_true", help="fill the chosen screen")
     run.add_argument("--screen", type=int, help="monitor index for --fullscreen (0-based)")
     run.add_argument("--osc-host", help="address the OSC server binds (0.0.0.0 exposes it)")

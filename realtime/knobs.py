@@ -14,6 +14,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import PurePath
 from typing import Any, ClassVar
 
 MODEL_NAMES = ("googlenet", "vgg16", "efficientnet_lite0")  # the dreamable networks
@@ -47,6 +48,24 @@ def parse_size(text: object) -> tuple[int, int]:
     if not sep or size is None or not all(16 <= s <= MAX_SIDE for s in size):
         raise KnobError(f"expected a size WxH such as 640x360 (16..{MAX_SIDE} each), got {text!r}")
     return size
+
+
+# Containers a recording may use; .mkv first, as it reads back after a kill or a full disk.
+VIDEO_SUFFIXES = (".mkv", ".avi", ".mp4", ".m4v", ".mov")
+
+
+def check_video_path(text: str) -> None:
+    """An empty path or one ending in a VIDEO_SUFFIXES suffix.
+
+    Raises:
+        KnobError: another suffix, with the valid ones.
+    """
+    suffix = PurePath(text).suffix.lower()
+    if text and suffix not in VIDEO_SUFFIXES:
+        raise KnobError(
+            f"expected a video file ending in {', '.join(VIDEO_SUFFIXES)}, "
+            f"got {text!r} ({suffix or 'no suffix'})"
+        )
 
 
 @dataclass(frozen=True)
@@ -453,9 +472,46 @@ class OscConfig(Section, section="osc"):
 class RecordConfig(Section, section="record"):
     """Recording and snapshots."""
 
-    path: str = knob("", doc="output video (.mp4 or .avi); empty: no recording")
+    path: str = knob(
+        "",
+        doc="output video: .mkv (readable up to its last seconds after a kill, a power cut or "
+        "a full disk), .avi, or .mp4 (unreadable unless closed); an existing file is never "
+        "overwritten, the next free name-N is used; empty: no recording",
+        check=check_video_path,
+    )
     fps: float = knob(30.0, 1.0, 240.0, "frame rate written into the video", unit="fps")
+    # 5 minutes: a cut loses at most the open file's unflushed tail, and an .mp4 at most this.
+    segment_seconds: float = knob(
+        300.0,
+        0.0,
+        86400.0,
+        "start a new numbered file after this much video; 0: one file",
+        unit="s",
+    )
+    # Leaves room for the log, the OS and other programs on a shared disk.
+    min_free_mb: float = knob(
+        500.0,
+        0.0,
+        1e7,
+        "recording and snapshots stop (the show goes on) below this much free disk space",
+        unit="MB",
+    )
     snapshot_dir: str = knob("snapshots", doc="where snapshot PNGs go")
+    # A 960x540 PNG is 0.7-1 MB; a stuck key or an OSC loop wrote 122 of them in 6 s (issue 11).
+    snapshot_interval: float = knob(
+        1.0,
+        0.0,
+        3600.0,
+        "snapshot requests sooner than this after the last save are refused",
+        unit="s",
+    )
+    snapshot_budget_mb: float = knob(
+        1000.0,
+        1.0,
+        1e7,
+        "no more snapshots once the snapshot PNGs in snapshot_dir take this much",
+        unit="MB",
+    )
 
 
 @dataclass(frozen=True)

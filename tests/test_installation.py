@@ -102,6 +102,37 @@ def test_headless_demo_records_dreamed_frames(tmp_path, lite0):
     assert "efficientnet_lite0" in run.stderr  # says which model it chose and why
 
 
+def test_a_recording_fault_is_on_status_and_the_show_goes_on(tmp_path):
+    """Too little free space (record.min_free_mb above any disk): one log line, the fault on OSC
+    status, yesterday's file untouched, and every frame still dreamed."""
+    from tests.control.test_osc import Collector
+
+    yesterday = tmp_path / "show.mkv"
+    yesterday.write_bytes(b"yesterday")
+    status = Collector()
+    try:
+        run = cli(
+            *("--source", "demo", "--headless", "--frames", "30", "--device", "cpu"),
+            *("--size", SIZE, "--osc-port", "0", "--record", str(yesterday)),
+            *("--status-to", f"127.0.0.1:{status.port}", "--set", "osc.status_hz=20"),
+            *("--set", "dream.octaves=1", "--set", "dream.steps=1"),
+            *("--set", "record.min_free_mb=10000000"),
+            *("--set", f"record.snapshot_dir={tmp_path / 'snaps'!s}"),
+        )
+        latest = status.latest()
+        errors = [args[0] for args in status.addresses("/dream/status/error")]
+    finally:
+        status.close()
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert re.search(r"dreamed 30 frames in .* the recording stopped early", run.stderr)
+    assert run.stderr.count("recording stopped, the show goes on") == 1
+    assert latest["/dream/status/recording"] == "stopped"
+    assert latest["/dream/status/errors"] >= 1
+    assert len(errors) == 1 and "record.min_free_mb" in errors[0]
+    assert yesterday.read_bytes() == b"yesterday"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["show.mkv"]
+
+
 def test_no_display_runs_headless_and_says_where_the_clip_is(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     run = subprocess.run(

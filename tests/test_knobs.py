@@ -83,6 +83,8 @@ def test_choices_types_and_formats_are_refused_with_what_is_valid():
         "feedback.flow=3": "expected true or false",
         "osc.allow=[1, 2]": "a list of strings",
         "log.level=LOUD": "valid: DEBUG | INFO | WARNING | ERROR",
+        "record.path=show.gif": "expected a video file ending in .mkv, .avi, .mp4",
+        "record.segment_seconds=-5": "valid: 0..86400 s",
     }
     for item, wanted in cases.items():
         with pytest.raises(ConfigError, match=re.escape(wanted)):

@@ -166,7 +166,8 @@ class FrameWriter:
                 raise RenderError(f"cannot create folder {str(dst)!r}: {err}") from err
             self._video = None
         elif dst.suffix.lower() in VIDEO_OUTPUTS:
-            self._video = VideoRecorder(dst, fps=fps)
+            # the output the command names, replaced as a render's output is expected to be
+            self._video = VideoRecorder(dst, fps=fps, overwrite=True)
         else:
             raise RenderError(
                 f"a video input needs a video output ({', '.join(VIDEO_OUTPUTS)}) or a folder "
@@ -177,6 +178,8 @@ class FrameWriter:
         if self._video is not None:
             self._video(image)
             self.frames_written = self._video.frames_written
+            if self._video.error:  # a render that cannot be written is no render
+                raise RenderError(f"the output could not be written: {self._video.error}")
             return
         write_image(self.dst / f"{self.frames_written:06d}.png", image)
         self.frames_written += 1

@@ -9,10 +9,12 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from realtime.app.logs import StatsLogger
 from realtime.control.config import Config
 from realtime.control.params import LiveParams
+from realtime.control.status import MAX_PENDING_ERRORS
 from realtime.engine.device import pick_device
 from realtime.engine.models import MODEL_NAMES, load_model
 from realtime.knobs import parse_size
@@ -22,6 +24,9 @@ from realtime.live.loop import DreamLoop
 from realtime.live.recorder import VideoRecorder
 from realtime.live.sources import VideoFileSource, open_source
 from realtime.live.watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from realtime.control.status import StatusSender
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,27 @@ class Parts:
     stop: threading.Event = field(default_factory=threading.Event)
     stoppers: list = field(default_factory=list)  # (name, callable) in the order to call them
     exit_code: int = 0  # what the process returns; set by fail()
+    status: StatusSender | None = None  # status out, once started (set by start_status)
+    unsent: list = field(default_factory=list)  # errors reported before status out started
+    # Guards status and unsent: the dream thread reports while the main thread starts status.
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def report(self, text: str) -> None:
+        """Send an error line to the status target (kept until it starts: a fault at start is
+        sent too). Any thread; never blocks."""
+        with self._lock:
+            if self.status is None:
+                self.unsent = [*self.unsent[-(MAX_PENDING_ERRORS - 1) :], text]
+                return
+            status = self.status
+        status.error(text)
+
+    def start_status(self, status: StatusSender) -> None:
+        """Status out is running: send what was reported before, and the rest as it comes."""
+        with self._lock:
+            self.status, unsent, self.unsent = status, self.unsent, []
+        for text in unsent:
+            status.error(text)
 
     def fail(self, reason: str, grace: float) -> None:
         """A part cannot go on: stop everything (recordings finalised) and exit non-zero. If
@@ -135,13 +161,12 @@ def run(
         parts.add("capture", capture.stop)
 
         callbacks = []
-        recorder = None
-        if cfg.record.path:
-            # realtime: the clip plays at the pace it was dreamed, whatever the frame rate
-            recorder = VideoRecorder(cfg.record.path, fps=cfg.record.fps, realtime=True)
+        recorder = _recorder(cfg, parts) if cfg.record.path else None
+        if recorder is not None:
             callbacks.append(recorder)
             parts.add("recorder", recorder.close)
-        callbacks.extend(_snapshot_callbacks(cfg, params))
+        snapshots = _snapshot_saver(cfg, params, parts)
+        callbacks.append(snapshots)
 
         loop = DreamLoop(
             capture.slot,
@@ -159,6 +184,11 @@ def run(
         def stats() -> dict[str, object]:
             out = loop.stats()
             out["capture"] = capture.state
+            # every fault counts: frames, the recording, snapshots (loop.stats has the frames')
+            out["errors"] = int(out["errors"]) + snapshots.errors
+            if recorder is not None:
+                out["recording"] = recorder.state
+                out["errors"] += recorder.errors
             return out
 
         loop.start()
@@ -215,19 +245,56 @@ def _summarise(started: float, loop: DreamLoop, recorder: VideoRecorder | None) 
     """One line at the end of a headless run: frames, frame rate, where the clip is."""
     frames = loop.stats()["frames"]
     seconds = max(time.monotonic() - started, 1e-9)
-    clip = (
-        f"; the clip is {recorder.path.resolve()} ({recorder.frames_written} frames at "
-        f"{recorder.fps:g} fps: it plays at the pace it was dreamed)"
-        if recorder is not None
-        else ""
-    )
+    clip = ""
+    if recorder is not None and recorder.paths:
+        files = recorder.paths
+        where = str(files[0].resolve())
+        if len(files) > 1:
+            where += f" .. {files[-1].name} ({len(files)} segments)"
+        clip = (
+            f"; the clip is {where} ({recorder.frames_written} frames at {recorder.fps:g} fps: "
+            f"it plays at the pace it was dreamed)"
+        )
+    elif recorder is not None:
+        clip = "; nothing was recorded"
+    if recorder is not None and recorder.error:
+        clip += f"; the recording stopped early: {recorder.error}"
     logger.info("dreamed %d frames in %.1f s (%.1f fps)%s", frames, seconds, frames / seconds, clip)
 
 
-def _snapshot_callbacks(cfg: Config, params: LiveParams) -> list:
+def _recorder(cfg: Config, parts: Parts) -> VideoRecorder:
+    """The live recording: paced as dreamed, in segments, stopped (not the show) by a disk fault."""
+    recorder = VideoRecorder(
+        cfg.record.path,
+        fps=cfg.record.fps,
+        realtime=True,  # the clip plays at the pace it was dreamed, whatever the frame rate
+        segment_seconds=cfg.record.segment_seconds,
+        min_free_mb=cfg.record.min_free_mb,
+        on_error=parts.report,
+    )
+    if recorder.requested.suffix.lower() in (".mp4", ".m4v", ".mov"):  # the index is at the end
+        seconds = cfg.record.segment_seconds
+        segment = f"{seconds:g} s segment" if seconds else "file"
+        logger.warning(
+            "recording to %s: a kill or a power cut leaves its open %s unreadable; .mkv is "
+            "readable up to its last seconds",
+            recorder.requested.suffix,
+            segment,
+        )
+    return recorder
+
+
+def _snapshot_saver(cfg: Config, params: LiveParams, parts: Parts):
     from realtime.live.snapshots import SnapshotSaver
 
-    return [SnapshotSaver(params, cfg.record.snapshot_dir)]
+    return SnapshotSaver(
+        params,
+        cfg.record.snapshot_dir,
+        min_interval=cfg.record.snapshot_interval,
+        budget_mb=cfg.record.snapshot_budget_mb,
+        min_free_mb=cfg.record.min_free_mb,
+        on_error=parts.report,
+    )
 
 
 def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
@@ -241,6 +308,7 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
         status = StatusSender(params, stats, cfg.osc.status_to, hz=cfg.osc.status_hz)
         status.start()
         parts.add("status", status.stop)
+        parts.start_status(status)
     try:
         server = OscServer(
             params,

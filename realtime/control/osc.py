@@ -17,7 +17,14 @@ from pythonosc.osc_server import BlockingOSCUDPServer
 from realtime.control import presets
 from realtime.control.oscpacket import PacketError, parse_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
-from realtime.control.status import ERROR_ADDRESS, PERIODIC, STATS, STATUS_PREFIX, StatusSender
+from realtime.control.status import (
+    ERROR_ADDRESS,
+    PERIODIC,
+    STATS,
+    STATUS_PREFIX,
+    TEXT,
+    StatusSender,
+)
 from realtime.knobs import Knob
 
 __all__ = ["OscError", "OscServer", "StatusSender", "address_table", "format_address_table"]
@@ -440,13 +447,18 @@ def address_table() -> list[dict[str, str]]:
             "send every parameter and stat to the status target at once, as one bundle",
         ),
     ]
-    for name, doc in STATS:
-        rows.append(_row("out", STATUS_PREFIX + name, "f", "", "", doc))
-    for name, doc in PERIODIC:
-        kind = "s" if name in ("layer", "target", "model") else "f"
+    for name, doc in (*STATS, *PERIODIC):
+        kind = "s" if name in TEXT else "f"
         rows.append(_row("out", STATUS_PREFIX + name, kind, "", "", doc))
     rows += [
-        _row("out", ERROR_ADDRESS, "s", "", "", "why a message was refused (as logged)"),
+        _row(
+            "out",
+            ERROR_ADDRESS,
+            "s",
+            "",
+            "",
+            "why a message was refused, or what stopped the recording or a snapshot (as logged)",
+        ),
         _row(
             "out",
             STATUS_PREFIX + "<parameter>",

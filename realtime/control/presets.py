@@ -22,6 +22,7 @@ from realtime.control.params import KNOBS, NAMES, LiveParams, ParamError
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = "dream-params"  # PNG tEXt keyword whose text is the parameters as JSON
+TMP_SUFFIX = ".tmp"  # a snapshot being written: dream-...png.tmp, renamed when complete
 # Recorded in a snapshot but not restored from it: derived from layer/target, or they would
 # freeze the show when a snapshot taken while paused is loaded.
 NOT_RESTORED = frozenset({"layer_index", "target_index", "paused"})
@@ -177,9 +178,13 @@ def save_snapshot(
         while path.exists():
             n += 1
             path = directory / f"{stem}-{n}.png"
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(png)
-        os.replace(tmp, path)
+        tmp = path.with_name(path.name + TMP_SUFFIX)
+        try:
+            tmp.write_bytes(png)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)  # a full disk leaves a partial file: never keep it
+            raise
     except OSError as err:
         raise PresetError(f"snapshot could not be written to {directory}: {err}") from err
     return path

@@ -31,11 +31,14 @@ PERIODIC = (
     ("model", "the network in use"),
     ("paused", "1 while paused"),
 )
-# Stats the dream loop reports (sent every tick with the rest of its stats).
+# Stats the running installation reports (sent every tick with the rest of its stats).
 STATS = (
     ("fps", "dreamed frames per second"),
     ("latency_ms", "camera capture to dreamed output, milliseconds"),
+    ("errors", "faults so far: frames that failed, the recording's and the snapshots'"),
+    ("recording", "ready, recording, stopped (a fault: see error) or closed; only with --record"),
 )
+TEXT = frozenset({"layer", "target", "model", "recording"})  # sent as strings ("s"), not numbers
 
 RESOLVE_RETRY_S = 5.0  # how often an unresolvable status host is looked up again
 MAX_PENDING_ERRORS = 16  # error messages queued between ticks; a flood keeps only the newest
