@@ -106,9 +106,10 @@ class Knob:
             return value
         if t in (int, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)  # before int(): int(inf) raises OverflowError
             if ok and t is int and value != int(value):
                 ok = False
-            if not ok or not math.isfinite(value):
+            if not ok:
                 kind = "an integer" if t is int else "a number"
                 raise KnobError(f"{what}{kind} in {self.range_text()}, got {value!r}")
             if (self.lo is not None and value < self.lo) or (

@@ -240,6 +240,14 @@ def test_layers_and_classes_listings():
         (["--set", "dream.stepz=2"], "valid keys in [dream]"),
         (["--model", "resnet"], "googlenet"),
         (["--size", "big"], "WxH"),
+        # Issue 11 item 5: these ended in a traceback.
+        (["--target", "inf"], "expected an ImageNet class index 0-999 or a class name, got inf"),
+        (["--target=-Infinity"], "expected an ImageNet class index 0-999"),
+        (["--target", "1e999"], "expected an ImageNet class index 0-999"),
+        (["--weights", "/etc/passwd"], "could not read weights file /etc/passwd"),
+        (["--set", "dream.steps=inf"], "dream.steps: expected an integer in 0..20, got inf"),
+        (["--osc-port", "70000"], "osc.port = 70000 is out of range; valid: 0..65535"),
+        (["--set", "capture.fps=0"], "capture.fps = 0 is out of range; valid: 1..240"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args, message):
@@ -247,6 +255,24 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+    assert len([line for line in run.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_a_config_file_that_is_not_toml_is_named(tmp_path):
+    binary, deep, zero = tmp_path / "binary.toml", tmp_path / "deep.toml", tmp_path / "zero.toml"
+    binary.write_bytes(b"\xff\xfe[dream]\x00\x81")
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    zero.write_text("[capture]\nfps = 0\n")
+    for path, message in (
+        (binary, "is not a TOML file: it is not UTF-8 text"),
+        (deep, "is nested too deeply to read"),
+        (zero, "capture.fps = 0 is out of range; valid: 1..240 fps in"),
+        (tmp_path, "could not be read"),
+    ):
+        run = cli("--headless", "--frames", "1", "--config", str(path), "--osc-port", "0")
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr and str(path) in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
 
 
 HANG_AFTER_FRAMES = """

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import tomllib
 
 from realtime.control import config
 from realtime.control.config import preset_names
@@ -55,11 +54,11 @@ def preset_values(path: str | Path) -> dict[str, object]:
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = config.read_toml(path)
     except OSError as err:
         raise PresetError(f"preset {path.name!r} could not be read: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise PresetError(f"preset {path.name!r} is not valid TOML: {err}") from err
+    except ValueError as err:
+        raise PresetError(f"preset {path.name!r} {err}") from err
     try:
         cfg = config.build_config(raw, source=path.name)
     except config.ConfigError as err:
@@ -212,6 +211,10 @@ def read_snapshot_params(path: str | Path) -> dict[str, object]:
                 params = json.loads(body.split(b"\x00", 1)[1].decode("latin-1"))
             except ValueError as err:
                 raise PresetError(f"{str(path)!r}: {SNAPSHOT_KEY!r} is not JSON: {err}") from err
+            except RecursionError:
+                raise PresetError(
+                    f"{str(path)!r}: {SNAPSHOT_KEY!r} is nested too deeply to be parameters"
+                ) from None
             if not isinstance(params, dict):
                 raise PresetError(f"{str(path)!r}: {SNAPSHOT_KEY!r} is not a JSON object")
             return params

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 
 
@@ -105,8 +106,8 @@ def resolve_class(query: str | int | float) -> int:
                 f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
             ) from None
     if (
-        query != query or int(query) != query or not 0 <= int(query) < len(names)
-    ):  # NaN, fraction, range
+        not math.isfinite(query) or int(query) != query or not 0 <= int(query) < len(names)
+    ):  # NaN or infinite, fraction, range
         raise ClassLookupError(
             f"expected an ImageNet class index 0-{len(names) - 1} or a class name, got {query!r}"
         )
