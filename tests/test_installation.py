@@ -248,6 +248,10 @@ def test_layers_and_classes_listings():
         (["--set", "dream.steps=inf"], "dream.steps: expected an integer in 0..20, got inf"),
         (["--osc-port", "70000"], "osc.port = 70000 is out of range; valid: 0..65535"),
         (["--set", "capture.fps=0"], "capture.fps = 0 is out of range; valid: 1..240"),
+        # Item 6: these ran on with no OSC at all, exit code 0.
+        (["--osc-host", "not-an-ip"], "osc.host: expected an IP address to bind"),
+        (["--set", 'osc.allow=["10.0.0.0/33"]'], "osc.allow: '10.0.0.0/33' is not an IP"),
+        (["--set", 'osc.allow=["td-machine"]'], "expected entries such as 192.168.1.20 or"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args, message):
