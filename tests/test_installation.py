@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -277,6 +279,71 @@ def test_a_config_file_that_is_not_toml_is_named(tmp_path):
         assert run.returncode == 2, run.stderr
         assert message in run.stderr and str(path) in run.stderr, run.stderr
         assert "Traceback" not in run.stderr
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_ends_the_process_within_2_s_under_an_osc_flood(tmp_path):
+    """Issue 11: whatever OSC is doing, SIGTERM ends the installation in 2 s. A second process
+    floods 5,000 messages a second of every kind (presets in 64 kB bundles, refused class
+    names, forged log lines, garbage) from an allowed network."""
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, str(ROOT / "installation.py"), "--source", "demo", "--headless",
+            "--device", "cpu", "--size", SIZE, "--config", "cpu", "--osc-port", str(port),
+            "--set", 'osc.allow=["127.0.0.0/8"]',
+            "--set", f"record.snapshot_dir={tmp_path / 'snaps'!s}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/"},
+    )  # fmt: skip
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "OSC listening" in line:
+                listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    flood = None
+    try:
+        assert listening.wait(120), "".join(lines)
+        flood = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "osc_flood.py"), "send", "--port", str(port),
+             "--kind", "mixed", "--rate", "5000", "--seconds", "30"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(4)
+        assert flood.poll() is None  # still flooding when the signal comes
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        proc.wait(timeout=20)
+        stopped_in = time.monotonic() - t0
+    finally:
+        for p in (proc, flood):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    reader.join(5)
+    log = "".join(lines)
+    assert proc.returncode == 0, log[-3000:]
+    assert "SIGTERM received" in log
+    assert stopped_in < 2.0, f"took {stopped_in:.2f} s to stop"
+    assert "Traceback" not in log
+    osc = [line for line in lines if "realtime.control.osc" in line]
+    assert any("handled 64 of the 2338 messages" in line for line in osc), log[-3000:]
+    assert len(osc) < 100  # four seconds of 5,000 messages a second: a bounded log
+    print(f"SIGTERM to exit under a flood: {stopped_in:.2f} s")
+    assert not any(line.startswith("ERROR realtime.app: FORGED") for line in lines)
 
 
 HANG_AFTER_FRAMES = """
