@@ -7,7 +7,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup system demo test lint bench look footage soak clean
+.PHONY: setup system demo test lint bench look footage soak flood clean
 
 setup: $(STAMP) system
 
@@ -42,6 +42,9 @@ look: setup footage
 
 soak: setup
 	$(PY) scripts/soak.py
+
+flood: setup
+	$(PY) scripts/osc_flood.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -229,7 +230,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             cfg.record.path,
         )
     snapshot = args.config if args.config and args.config.lower().endswith(".png") else None
-    return app.run(cfg, headless=headless, frames=frames, snapshot=snapshot)
+    code = app.run(cfg, headless=headless, frames=frames, snapshot=snapshot)
+    global _STOPPED
+    _STOPPED = True
+    return code
+
+
+# Set once a live run has stopped every part it started (recording finalised, camera and sockets
+# closed): the process may then end without the interpreter's teardown of torch, which takes
+# about a second on a busy machine, so that SIGTERM ends it within two.
+_STOPPED = False
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -363,4 +373,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if _STOPPED:
+        logging.shutdown()  # flushes and closes the log file
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

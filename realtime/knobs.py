@@ -11,6 +11,7 @@ This module imports nothing else from the package, so every layer may use it.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,49 @@ def check_video_path(text: str) -> None:
             f"expected a video file ending in {', '.join(VIDEO_SUFFIXES)}, "
             f"got {text!r} ({suffix or 'no suffix'})"
         )
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_host(text: object) -> str:
+    """An address to bind: an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost.
+
+    Raises:
+        KnobError: anything else (a host name is not looked up: a typo must not bind elsewhere).
+    """
+    host = str(text).strip()
+    if host != "localhost":
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise KnobError(
+                f"expected an IP address to bind such as 127.0.0.1 (this machine only) or "
+                f"0.0.0.0 (every interface), got {text!r}"
+            ) from None
+    return host
+
+
+def parse_networks(entries: object) -> tuple[IPNetwork, ...]:
+    """Allow-list entries as networks: "192.168.1.20" (one address), "10.0.0.0/8" (CIDR).
+
+    Host bits are forgiven ("192.168.1.20/24" is 192.168.1.0/24), as operators write them.
+
+    Raises:
+        KnobError: an entry that is neither an IP address nor a network.
+    """
+    if isinstance(entries, str):
+        entries = (entries,)
+    networks = []
+    for entry in entries:  # type: ignore[union-attr]
+        try:
+            networks.append(ipaddress.ip_network(str(entry).strip(), strict=False))
+        except ValueError:
+            raise KnobError(
+                f"{entry!r} is not an IP address or network; expected entries such as "
+                f"192.168.1.20 or 10.0.0.0/8"
+            ) from None
+    return tuple(networks)
 
 
 @dataclass(frozen=True)
@@ -125,9 +169,10 @@ class Knob:
             return value
         if t in (int, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value)  # before int(): int(inf) raises OverflowError
             if ok and t is int and value != int(value):
                 ok = False
-            if not ok or not math.isfinite(value):
+            if not ok:
                 kind = "an integer" if t is int else "a number"
                 raise KnobError(f"{what}{kind} in {self.range_text()}, got {value!r}")
             if (self.lo is not None and value < self.lo) or (
@@ -138,10 +183,10 @@ class Knob:
                 )
             return t(value)
         if t is tuple:
-            if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-                return tuple(value)
-            raise KnobError(f"{what}a list of strings, got {value!r}")
-        if not isinstance(value, str):
+            if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+                raise KnobError(f"{what}a list of strings, got {value!r}")
+            value = tuple(value)
+        elif not isinstance(value, str):
             raise KnobError(f"{what}a string, got {type(value).__name__} {value!r}")
         if self.choices and value not in self.choices:
             valid = " | ".join(self.choices)
@@ -461,11 +506,20 @@ class OscConfig(Section, section="osc"):
     """The OSC control surface."""
 
     enabled: bool = knob(True, doc="listen for OSC at all")
-    host: str = knob("127.0.0.1", doc="address to bind; 0.0.0.0 exposes it to the network")
+    host: str = knob(
+        "127.0.0.1",
+        doc="IP address to bind; 0.0.0.0 exposes it to the network",
+        check=parse_host,
+    )
     port: int = knob(9000, 0, 65535, "UDP port to listen on (0: any free port)")
     status_to: str = knob("", doc="HOST:PORT to send status to; empty: no status out")
     status_hz: float = knob(4.0, 0.1, 60.0, "status messages per second", unit="Hz")
-    allow: tuple = knob((), doc="sender IPs allowed to drive it; empty: anyone")
+    allow: tuple = knob(
+        (),
+        doc="senders allowed to drive it: IP addresses or networks (10.0.0.0/8); empty: anyone. "
+        "Not authentication: a forged source address passes",
+        check=parse_networks,
+    )
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -271,6 +273,18 @@ def test_layers_and_classes_listings():
         (["--set", "dream.stepz=2"], "valid keys in [dream]"),
         (["--model", "resnet"], "googlenet"),
         (["--size", "big"], "WxH"),
+        # Issue 11 item 5: these ended in a traceback.
+        (["--target", "inf"], "expected an ImageNet class index 0-999 or a class name, got inf"),
+        (["--target=-Infinity"], "expected an ImageNet class index 0-999"),
+        (["--target", "1e999"], "expected an ImageNet class index 0-999"),
+        (["--weights", "/etc/passwd"], "could not read weights file /etc/passwd"),
+        (["--set", "dream.steps=inf"], "dream.steps: expected an integer in 0..20, got inf"),
+        (["--osc-port", "70000"], "osc.port = 70000 is out of range; valid: 0..65535"),
+        (["--set", "capture.fps=0"], "capture.fps = 0 is out of range; valid: 1..240"),
+        # Item 6: these ran on with no OSC at all, exit code 0.
+        (["--osc-host", "not-an-ip"], "osc.host: expected an IP address to bind"),
+        (["--set", 'osc.allow=["10.0.0.0/33"]'], "osc.allow: '10.0.0.0/33' is not an IP"),
+        (["--set", 'osc.allow=["td-machine"]'], "expected entries such as 192.168.1.20 or"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args, message):
@@ -278,6 +292,89 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert run.returncode == 2
     assert message in run.stderr
     assert "Traceback" not in run.stderr
+    assert len([line for line in run.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_a_config_file_that_is_not_toml_is_named(tmp_path):
+    binary, deep, zero = tmp_path / "binary.toml", tmp_path / "deep.toml", tmp_path / "zero.toml"
+    binary.write_bytes(b"\xff\xfe[dream]\x00\x81")
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    zero.write_text("[capture]\nfps = 0\n")
+    for path, message in (
+        (binary, "is not a TOML file: it is not UTF-8 text"),
+        (deep, "is nested too deeply to read"),
+        (zero, "capture.fps = 0 is out of range; valid: 1..240 fps in"),
+        (tmp_path, "could not be read"),
+    ):
+        run = cli("--headless", "--frames", "1", "--config", str(path), "--osc-port", "0")
+        assert run.returncode == 2, run.stderr
+        assert message in run.stderr and str(path) in run.stderr, run.stderr
+        assert "Traceback" not in run.stderr
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_sigterm_ends_the_process_within_2_s_under_an_osc_flood(tmp_path):
+    """Issue 11: whatever OSC is doing, SIGTERM ends the installation in 2 s. A second process
+    floods 5,000 messages a second of every kind (presets in 64 kB bundles, refused class
+    names, forged log lines, garbage) from an allowed network."""
+    port = free_udp_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, str(ROOT / "installation.py"), "--source", "demo", "--headless",
+            "--device", "cpu", "--size", SIZE, "--config", "cpu", "--osc-port", str(port),
+            "--set", 'osc.allow=["127.0.0.0/8"]',
+            "--set", f"record.snapshot_dir={tmp_path / 'snaps'!s}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/"},
+    )  # fmt: skip
+    lines: list[str] = []
+    listening = threading.Event()
+
+    def read() -> None:
+        for line in proc.stderr:
+            lines.append(line)
+            if "OSC listening" in line:
+                listening.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    flood = None
+    try:
+        assert listening.wait(120), "".join(lines)
+        flood = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "osc_flood.py"), "send", "--port", str(port),
+             "--kind", "mixed", "--rate", "5000", "--seconds", "30"],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(4)
+        assert flood.poll() is None  # still flooding when the signal comes
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        proc.wait(timeout=20)
+        stopped_in = time.monotonic() - t0
+    finally:
+        for p in (proc, flood):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+    reader.join(5)
+    log = "".join(lines)
+    assert proc.returncode == 0, log[-3000:]
+    assert "SIGTERM received" in log
+    assert stopped_in < 2.0, f"took {stopped_in:.2f} s to stop"
+    assert "Traceback" not in log
+    osc = [line for line in lines if "realtime.control.osc" in line]
+    assert any("handled 64 of the 2338 messages" in line for line in osc), log[-3000:]
+    assert len(osc) < 100  # four seconds of 5,000 messages a second: a bounded log
+    print(f"SIGTERM to exit under a flood: {stopped_in:.2f} s")
+    assert not any(line.startswith("ERROR realtime.app: FORGED") for line in lines)
 
 
 HANG_AFTER_FRAMES = """

@@ -10,7 +10,7 @@ from pythonosc.udp_client import SimpleUDPClient
 
 from realtime import knobs
 from realtime.control.config import ConfigError, load_config
-from realtime.control.osc import OscServer
+from realtime.control.osc import LIMITS, OscServer
 from realtime.control.params import KNOBS, LiveParams
 from realtime.control.presets import PresetError, apply_snapshot, save_snapshot
 from realtime.control.status import StatusSender
@@ -104,7 +104,10 @@ def test_osc_clamps_the_same_values_and_says_so():
     status = Collector()
     sender = StatusSender(params, None, f"127.0.0.1:{status.port}", hz=0.0)
     sender.start()
-    server = OscServer(params, port=0, status=sender)
+    # Replies are rate-limited (20 a period): a period shorter than each round trip shows all.
+    server = OscServer(
+        params, port=0, status=sender, limits=dataclasses.replace(LIMITS, log_period=0.001)
+    )
     server.start()
     client = SimpleUDPClient("127.0.0.1", server.address[1])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -298,7 +299,9 @@ def _snapshot_saver(cfg: Config, params: LiveParams, parts: Parts):
 
 
 def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
-    """Start the OSC server and status sender; a busy port is logged and the show goes on without."""
+    """Start the OSC server and status sender; a busy port is logged and the show goes on without.
+
+    A bad osc.host or osc.allow never gets here: the configuration refuses it at start."""
     if not cfg.osc.enabled:
         return
     from realtime.control.osc import OscServer, StatusSender
@@ -309,6 +312,17 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
         status.start()
         parts.add("status", status.stop)
         parts.start_status(status)
+    if (
+        not cfg.osc.allow
+        and not ipaddress.ip_address(
+            "127.0.0.1" if cfg.osc.host == "localhost" else cfg.osc.host
+        ).is_loopback
+    ):
+        logger.warning(
+            "OSC on %s takes orders from anyone who can reach this machine; set osc.allow to the "
+            "control machines (and see the README on untrusted networks)",
+            cfg.osc.host,
+        )
     try:
         server = OscServer(
             params,

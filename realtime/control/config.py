@@ -126,13 +126,18 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
     if not path.exists() and path.suffix == "" and len(path.parts) == 1:
         path = preset_path(path.name)
     try:
-        data = tomllib.loads(path.read_text())
+        data = read_toml(path)
     except FileNotFoundError:
         raise ConfigError(
             f"config file {str(path)!r} not found; presets in config/: {', '.join(preset_names())}"
         ) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"config file {str(path)!r} is not valid TOML: {err}") from err
+    except OSError as err:
+        raise ConfigError(
+            f"config file {str(path)!r} could not be read ({err.strerror or err}); expected a "
+            f"TOML file or a preset name: {', '.join(preset_names())}"
+        ) from err
+    except ValueError as err:
+        raise ConfigError(f"config file {str(path)!r} {err}") from err
     for item in overrides:
         section, key, value = parse_override(item)
         build_config(
@@ -140,6 +145,26 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         )  # blame the flag, not the file
         data.setdefault(section, {})[key] = value
     return build_config(data, source=str(path))
+
+
+def read_toml(path: str | Path) -> dict:
+    """A TOML file's tables.
+
+    Raises:
+        OSError: it cannot be read (FileNotFoundError when it is not there).
+        ValueError: the reason it is not a TOML file, worded to follow the file's name: not
+            UTF-8 text, not valid TOML, or nested too deeply to read.
+    """
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"is not a TOML file: it is not UTF-8 text (byte {err.start}: {err.reason})"
+        ) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"is not valid TOML: {err}") from err
+    except RecursionError:
+        raise ValueError("is not a usable TOML file: it is nested too deeply to read") from None
 
 
 def parse_override(item: str) -> tuple[str, str, object]:
@@ -168,10 +193,14 @@ def build_config(
     known = sections()
     where = f" ({source})" if source.startswith("--") else f" in {source}" if source else ""
     built = {}
-    for name in data:
+    for name, values in data.items():
         if name not in known:
             raise ConfigError(
                 f"unknown config section [{name}]{where}; valid sections: {', '.join(known)}"
+            )
+        if not isinstance(values, typing.Mapping):
+            raise ConfigError(
+                f"{name}{where} must be a section ([{name}] with keys), got a {type(values).__name__}"
             )
     for name, cls in known.items():
         values = dict(data.get(name, {}))

@@ -1,4 +1,12 @@
-"""The OSC control surface: UDP messages in, validated and clamped into LiveParams."""
+"""The OSC control surface: UDP messages in, validated and clamped into LiveParams.
+
+Whatever a sender does costs the dream little: each sender (source IP) has a message rate, and
+the lookups that cost milliseconds (class names, presets) a smaller one; a datagram is handled
+for at most `Limits.per_datagram` messages; over the limits, datagrams are dropped before they
+are parsed. Log lines and /dream/status/error replies are rate-limited, the rest summed up
+("... and 2,337 more like it"), and what a sender wrote is escaped (`printable`) wherever it is
+shown.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +15,15 @@ import functools
 import ipaddress
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-from pythonosc.osc_server import BlockingOSCUDPServer
-
 from realtime.control import presets
-from realtime.control.oscpacket import PacketError, parse_packet
+from realtime.control.oscpacket import PacketError, split_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.control.status import (
     ERROR_ADDRESS,
@@ -24,10 +32,19 @@ from realtime.control.status import (
     STATUS_PREFIX,
     TEXT,
     StatusSender,
+    printable,
 )
-from realtime.knobs import Knob
+from realtime.knobs import Knob, KnobError, parse_networks
 
-__all__ = ["OscError", "OscServer", "StatusSender", "address_table", "format_address_table"]
+__all__ = [
+    "LIMITS",
+    "Limits",
+    "OscError",
+    "OscServer",
+    "StatusSender",
+    "address_table",
+    "format_address_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -35,33 +52,104 @@ PREFIX = "/dream/"
 PATTERN_CHARS = "*?[]{}"  # OSC address pattern syntax, refused (exact addresses only)
 _TRIGGERS = ("reset", "snapshot", "sync")
 MAX_SHOWN = 400  # characters of a refusal shown in the log and sent as /dream/status/error
+MAX_DATAGRAM = 65535  # whole datagrams: a shorter read would cut big bundles
+POLL_S = 0.1  # how often the server thread looks up from the socket: stop() and summaries
+MAX_SENDERS = 256  # senders whose rates are tracked; the oldest is forgotten past this
+# In a flood (this many datagrams in a row dropped over the rates), the server thread stops
+# reading for a moment: the socket's buffer fills and the kernel drops the rest, for free.
+FLOOD_RUN = 8
+FLOOD_PAUSE_S = 0.02
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What OSC may cost. Rates are per second, bursts what may come at once after a pause.
+
+    A TouchDesigner OSC Out CHOP sends each changed channel once a cook (60 a second), so
+    eight faders moving at once are 480 messages a second: `rate` leaves room for that.
+    """
+
+    rate: float = 500.0  # messages from one sender
+    burst: float = 1000.0
+    heavy_rate: float = 2.0  # class names and presets from one sender (each may cost ~25 ms)
+    heavy_burst: float = 8.0
+    total_rate: float = 1000.0  # messages from every sender together (forged sources too)
+    total_burst: float = 2000.0
+    total_heavy_rate: float = 4.0
+    total_heavy_burst: float = 8.0
+    per_datagram: int = 64  # messages handled from one datagram (bundle); the rest are counted
+    log_period: float = 10.0  # s; each kind of log line shows 20 (5) a period, then a summary
+    # Actions whose cost lands on the dream, not on OSC: a model switch loads a network in the
+    # background (seconds of work); a snapshot writes a PNG (a flood would fill the disk).
+    model_every: float = 10.0  # s between model switches, from all senders
+    snapshot_every: float = 1.0  # s between snapshots, from all senders
+
+
+LIMITS = Limits()
 
 
 class OscError(OSError):
-    """The OSC server could not listen, or an allow entry was not an IP address."""
+    """The OSC server could not listen, or an allow entry was not an IP address or network."""
 
 
-class _LogLimiter:
-    """At most `burst` lines per `period` seconds; the rest are counted and the count reported.
+class _Bucket:
+    """A token bucket: `rate` tokens a second up to `burst`."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
+
+    def whole(self, now: float) -> int:
+        """How many whole tokens there are now (refilled)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        return int(min(self.tokens, 1e9))
+
+    def take(self, now: float, n: int = 1) -> bool:
+        if self.whole(now) < n:
+            return False
+        self.tokens -= n
+        return True
+
+
+@dataclass(eq=False)
+class _Sender:
+    """One source address: whether the allow list lets it in, and its rates."""
+
+    allowed: bool
+    messages: _Bucket
+    heavy: _Bucket
+
+
+class _Quota:
+    """At most `burst` reports a `period`; the rest are counted and summed up at its end.
 
     Used only from the server thread, so it needs no lock.
     """
 
-    def __init__(self, burst: int, period: float) -> None:
-        self._burst, self._period = burst, period
-        self._start, self._count, self._suppressed = -math.inf, 0, 0
+    def __init__(self, what: str, burst: int, period: float, level: int, status: bool) -> None:
+        self.what, self.burst, self.period, self.level, self.status = (
+            what, burst, period, level, status
+        )  # fmt: skip
+        self._start, self._count, self.suppressed = -math.inf, 0, 0
 
-    def log(self, level: int, msg: str, *args: object, exc_info: bool = False) -> None:
-        now = time.monotonic()
-        if now - self._start >= self._period:
-            if self._suppressed:
-                logger.log(level, "(%d similar OSC log lines suppressed)", self._suppressed)
-            self._start, self._count, self._suppressed = now, 0, 0
-        if self._count < self._burst:
+    def take(self, now: float) -> bool:
+        if now - self._start >= self.period:
+            self._start, self._count = now, 0
+        if self._count < self.burst:
             self._count += 1
-            logger.log(level, msg, *args, exc_info=exc_info)
-        else:
-            self._suppressed += 1
+            return True
+        self.suppressed += 1
+        return False
+
+    def summary(self, now: float) -> str | None:
+        """The line summing up what the period left out, once it is over; None if nothing."""
+        if not self.suppressed or now - self._start < self.period:
+            return None
+        n, self.suppressed = self.suppressed, 0
+        self._start, self._count = now, 0
+        return f"OSC: ... and {n:,} more like it ({self.what}) in the last {self.period:g} s"
 
 
 class _Router:
@@ -73,58 +161,20 @@ class _Router:
     stall the server. With a dict lookup no packet costs more than its parsing.
     """
 
-    def __init__(
-        self,
-        on_malformed: Callable[[tuple, bytes, PacketError], None],
-        on_unmatched: Callable[[tuple, str, tuple], None],
-    ) -> None:
+    def __init__(self) -> None:
         self.routes: dict[str, Callable[[tuple, str, tuple], None]] = {}
-        self._on_malformed = on_malformed
-        self._on_unmatched = on_unmatched
 
     def map(self, address: str, handler: Callable[[tuple, str, tuple], None]) -> None:
         self.routes[address] = handler
-
-    def call_handlers_for_packet(self, data: bytes, client_address: tuple) -> list:
-        """Called by the server for each datagram (python-osc's dispatcher interface)."""
-        try:
-            messages = parse_packet(data)
-        except PacketError as err:
-            self._on_malformed(client_address, data, err)
-            return []
-        for message in messages:
-            handler = self.routes.get(message.address)
-            if handler is None:
-                self._on_unmatched(client_address, message.address, tuple(message))
-            else:
-                handler(client_address, message.address, tuple(message))
-        return []  # handlers never reply to the sender: status goes to the status target
-
-
-class _UDPServer(BlockingOSCUDPServer):
-    """One thread reads and handles datagrams in order (a thread per datagram would reorder)."""
-
-    max_packet_size = 65535  # whole datagrams; socketserver's 8192 would cut big bundles
-
-    def __init__(self, address, dispatcher, admit: Callable[[tuple], bool], on_error) -> None:
-        super().__init__(address, dispatcher)
-        self._admit = admit
-        self._on_error = on_error
-
-    def verify_request(self, request, client_address) -> bool:
-        return self._admit(client_address)
-
-    def handle_error(self, request, client_address) -> None:
-        self._on_error(client_address)
 
 
 class OscServer:
     """Listens for OSC on UDP and writes into LiveParams; owns one daemon thread.
 
     Handlers only validate, clamp and store: they never touch the model, the GPU or
-    the window. A refused message changes nothing, logs one warning (rate-limited)
-    and sends /dream/status/error to the status target. start() and stop() may be
-    called from any thread; handlers run on the server thread only.
+    the window. A refused message changes nothing, logs one warning and sends
+    /dream/status/error to the status target (both rate-limited). start() and stop()
+    may be called from any thread; handlers run on the server thread only.
     """
 
     def __init__(
@@ -136,6 +186,7 @@ class OscServer:
         status: StatusSender | None = None,
         preset_dir: str | Path | None = None,
         snapshot_dir: str | Path | None = None,
+        limits: Limits = LIMITS,
     ) -> None:
         """Bind the socket now (so a busy port fails here), serve after start().
 
@@ -143,117 +194,306 @@ class OscServer:
             params: where accepted values go.
             host: address to bind; "0.0.0.0" listens on every interface.
             port: UDP port; 0 picks a free one (see `address`).
-            allow: sender IPs allowed to drive it; empty allows anyone.
+            allow: senders allowed to drive it, IP addresses or networks ("10.0.0.0/8");
+                empty allows anyone. Not authentication: a forged source address passes.
             status: where /dream/sync and error reports go; None logs only.
             preset_dir: where /dream/preset finds TOML presets (default config/).
             snapshot_dir: where /dream/preset also finds snapshot PNGs by name; None: not at all.
+            limits: the rates and caps (see Limits).
 
         Raises:
-            OscError: an allow entry is not an IP address, or the port cannot be bound.
+            OscError: an allow entry is not an IP address or network, or the port cannot be
+                bound.
         """
         self._params = params
         self._status = status
         self._preset_dir = preset_dir
         self._snapshot_dir = snapshot_dir
+        self._limits = limits
         try:
-            self._allow = frozenset(ipaddress.ip_address(a) for a in allow)
-        except ValueError as err:
-            raise OscError(f"bad OSC allow entry: {err}; expected IP addresses") from err
-        self._refused = _LogLimiter(burst=20, period=10.0)  # bad values, unknown addresses
-        self._malformed = _LogLimiter(burst=5, period=10.0)
-        self._blocked = _LogLimiter(burst=5, period=60.0)
-        self._failed = _LogLimiter(burst=5, period=60.0)  # a handler raised: a bug, with traceback
-        self.dispatcher = _Router(self._on_malformed, self._on_unknown)
+            self._allow = parse_networks(tuple(allow))
+        except KnobError as err:
+            raise OscError(f"bad OSC allow entry: {err}") from err
+        now = time.monotonic()
+        self._total = _Bucket(limits.total_rate, limits.total_burst, now)
+        self._total_heavy = _Bucket(limits.total_heavy_rate, limits.total_heavy_burst, now)
+        self._senders: dict[str, _Sender] = {}
+        warn, info, period = logging.WARNING, logging.INFO, limits.log_period
+        # What is shown, at most how often; the rest is summed up ("... and N more like it").
+        self._refused = _Quota("refused messages", 20, period, warn, status=True)
+        self._clamped = _Quota("clamped values", 20, period, info, status=True)
+        self._applied = _Quota("applied messages", 20, period, info, status=False)
+        self._limited = _Quota("messages over the rate", 5, period, warn, status=True)
+        self._malformed = _Quota("malformed datagrams", 5, period, warn, status=False)
+        self._blocked = _Quota("datagrams not allowed", 5, 6 * period, warn, status=False)
+        self._failed = _Quota("failed messages", 5, 6 * period, logging.ERROR, status=True)
+        self._quotas = (
+            self._refused, self._clamped, self._applied, self._limited, self._malformed,
+            self._blocked, self._failed,
+        )  # fmt: skip
+        self._next_summary = now
+        self._last = {"model": -math.inf, "snapshot": -math.inf}  # when each was last done
+        self.dispatcher = _Router()
         self._map_addresses()
         try:
-            self._server = _UDPServer((host, port), self.dispatcher, self._admit, self._on_error)
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM
+            )[0]
+            self._sock = socket.socket(family, kind, proto)
+        except (OSError, UnicodeError) as err:
+            raise OscError(
+                f"cannot listen for OSC on {host}:{port} ({err}); expected an IP address to "
+                f"bind such as 127.0.0.1 or 0.0.0.0"
+            ) from err
+        try:
+            self._sock.bind(sockaddr)
         except OSError as err:
+            self._sock.close()
             raise OscError(
                 f"cannot listen for OSC on {host}:{port} ({err}); is another program using the "
                 f"port? choose another with --osc-port, or a local address with --osc-host"
             ) from err
+        self._sock.settimeout(POLL_S)
+        self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         # Counters, written by the server thread only (other threads may read them).
         self.datagrams = 0  # datagrams received, blocked ones included
         self.applied = 0  # messages that changed something
-        self.refused = 0  # messages refused (bad value, wrong arguments, unknown address)
+        self.refused = 0  # messages refused (bad value, wrong arguments, unknown address, rate)
         self.malformed = 0  # datagrams dropped as malformed
         self.blocked = 0  # datagrams dropped by the allow list
+        self.limited = 0  # dropped over the rates: whole datagrams, and messages past a cap
+        self.failed = 0  # messages whose handler raised (a bug)
 
     @property
     def address(self) -> tuple[str, int]:
         """(host, port) actually bound."""
-        host, port = self._server.server_address[:2]
+        host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
     def start(self) -> None:
         """Start serving on the server thread."""
         if self._thread is not None:
             return
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},  # how soon stop() is noticed
-            name="osc-server",
-            daemon=True,
-        )
+        self._thread = threading.Thread(target=self._serve, name="osc-server", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving, join the thread and close the socket (within ~0.1 s)."""
+        """Stop serving, join the thread and close the socket (within ~POLL_S: no datagram
+        costs more than a bounded number of messages)."""
+        self._stopping.set()
         if self._thread is not None:
-            self._server.shutdown()
             self._thread.join(timeout=2.0)
             self._thread = None
-        self._server.server_close()
+        self._sock.close()
 
-    # --- server thread: gate and errors ----------------------------------------------------
+    # --- server thread: the gate ------------------------------------------------------------
 
-    def _admit(self, client: tuple) -> bool:
+    def _serve(self) -> None:
+        try:  # Linux: `top -H` and `ps -L` show the thread by name (what OSC costs, measurable)
+            Path(f"/proc/self/task/{threading.get_native_id()}/comm").write_text("osc-server")
+        except OSError:
+            pass
+        run = 0  # datagrams in a row dropped over the rates
+        while not self._stopping.is_set():
+            try:
+                data, client = self._sock.recvfrom(MAX_DATAGRAM)
+            except TimeoutError:
+                data = None
+            except OSError as err:  # closed under us, or an ICMP error surfaced: carry on
+                if self._stopping.is_set():
+                    break
+                self._report(self._failed, f"OSC: receiving failed: {err}")
+                time.sleep(POLL_S)
+                continue
+            now = time.monotonic()
+            if data is not None:
+                limited = self.limited
+                try:
+                    self._datagram(data, client, now)
+                except Exception:  # noqa: BLE001 - a bug must not end the server
+                    self.failed += 1
+                    self._report(
+                        self._failed, f"OSC from {client[0]}: handling a datagram failed", True
+                    )
+                run = run + 1 if self.limited > limited else 0
+                if run >= FLOOD_RUN:
+                    run = 0
+                    self._stopping.wait(FLOOD_PAUSE_S)
+            if now >= self._next_summary:
+                self._summarise(now)
+
+    def _datagram(self, data: bytes, client: tuple, now: float) -> None:
         self.datagrams += 1
+        sender = self._sender(str(client[0]), now)
+        if not sender.allowed:
+            self.blocked += 1
+            self._report(
+                self._blocked,
+                lambda: (
+                    f"OSC from {client[0]} dropped: not in the allow list "
+                    f"({', '.join(map(str, self._allow))})"
+                ),
+            )
+            return
+        budget = min(self._limits.per_datagram, sender.messages.whole(now), self._total.whole(now))
+        if budget < 1:  # over the rate: dropped before it costs a parse
+            self.limited += 1
+            self._report(self._limited, lambda: self._over_rate(client))
+            return
+        try:
+            messages, more = split_packet(data, budget)
+        except PacketError as err:
+            self.malformed += 1  # it counts against the rates like a message: parsing costs
+            sender.messages.tokens -= 1
+            self._total.tokens -= 1
+            why = f"OSC from {client[0]}: dropped a malformed datagram of {len(data)} bytes: {err}"
+            self._report(self._malformed, why)
+            return
+        sender.messages.tokens -= len(messages)
+        self._total.tokens -= len(messages)
+        if more:
+            self.limited += more
+            cap = len(messages) == self._limits.per_datagram
+            self._report(
+                self._limited,
+                lambda: (
+                    f"OSC from {client[0]}: handled {len(messages)} of the "
+                    f"{len(messages) + more} messages in one datagram; "
+                    + (
+                        f"at most {self._limits.per_datagram} are handled from one datagram"
+                        if cap
+                        else self._over_rate(client)
+                    )
+                ),
+            )
+        for message in messages:
+            self._dispatch(client, message.address, tuple(message))
+
+    def _over_rate(self, client: tuple) -> str:
+        lim = self._limits
+        return (
+            f"OSC from {client[0]}: messages dropped, over the rate of {lim.rate:g} a second "
+            f"from one sender ({lim.total_rate:g} from all)"
+        )
+
+    def _sender(self, host: str, now: float) -> _Sender:
+        sender = self._senders.get(host)
+        if sender is None:
+            if len(self._senders) >= MAX_SENDERS:
+                del self._senders[next(iter(self._senders))]
+            lim = self._limits
+            sender = _Sender(
+                self._allowed(host),
+                _Bucket(lim.rate, lim.burst, now),
+                _Bucket(lim.heavy_rate, lim.heavy_burst, now),
+            )
+            self._senders[host] = sender
+        return sender
+
+    def _allowed(self, host: str) -> bool:
         if not self._allow:
             return True
-        ip = ipaddress.ip_address(client[0].split("%")[0])
+        ip = ipaddress.ip_address(host.split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
-        if ip in self._allow:
+        return any(ip in net for net in self._allow if net.version == ip.version)
+
+    def _heavy(self, client: tuple, address: str) -> bool:
+        """Whether a costly lookup (class name, preset) may run now; refuses it if not."""
+        now = time.monotonic()
+        sender = self._sender(str(client[0]), now)
+        if sender.heavy.whole(now) >= 1 and self._total_heavy.take(now):
+            sender.heavy.tokens -= 1
             return True
-        self.blocked += 1
-        self._blocked.log(
-            logging.WARNING,
-            "OSC from %s dropped: not in the allow list (%s)",
-            client[0],
-            ", ".join(sorted(map(str, self._allow))),
+        lim = self._limits
+        self._refuse(
+            client,
+            address,
+            f"too many names and presets: at most {lim.heavy_rate:g} a second from one sender "
+            f"({lim.total_heavy_rate:g} from all); send indices, or fewer",
         )
         return False
 
-    def _on_malformed(self, client: tuple, data: bytes, err: PacketError) -> None:
-        self.malformed += 1
-        self._malformed.log(
-            logging.WARNING,
-            "OSC from %s: dropped a malformed datagram of %d bytes: %s",
-            client[0],
-            len(data),
-            err,
-        )
+    def _spaced(self, client: tuple, address: str, action: str, every: float) -> bool:
+        """Whether `action` may happen now, `every` seconds after the last; refuses it if not.
+        The caller marks it done (`_last`) once it is."""
+        wait = self._last[action] + every - time.monotonic()
+        if wait > 0:
+            self._refuse(
+                client, address, f"one {action} each {every:g} s at most; try again in {wait:.1f} s"
+            )
+            return False
+        return True
 
-    def _on_error(self, client: tuple) -> None:
-        self._failed.log(
-            logging.ERROR, "OSC from %s: handling a message failed", client[0], exc_info=True
-        )
+    def _dispatch(self, client: tuple, address: str, args: tuple) -> None:
+        handler = self.dispatcher.routes.get(address)
+        try:
+            if handler is None:
+                self._on_unknown(client, address, args)
+            else:
+                handler(client, address, args)
+        except Exception:  # noqa: BLE001 - a bug in a handler must not end the server
+            self.failed += 1
+            self._report(
+                self._failed,
+                lambda: (
+                    f"OSC from {client[0]}: handling {_shown(address)} failed (a bug; "
+                    f"nothing or part of it applied)"
+                ),
+                exc_info=True,
+            )
 
-    def _refuse(self, client: tuple, address: str, reason: str) -> None:
+    # --- server thread: reports -------------------------------------------------------------
+
+    def _report(
+        self,
+        quota: _Quota,
+        text: str | Callable[[], str],
+        exc_info: bool = False,
+        prefix: str = "",
+    ) -> None:
+        """Log `prefix` and `text` (and send `text` as /dream/status/error if the quota says so),
+        unless the quota is spent: then it is only counted. A callable text is only made when
+        shown."""
+        if not quota.take(time.monotonic()):
+            return
+        line = printable(text() if callable(text) else text)
+        logger.log(quota.level, "%s%s", printable(prefix), line, exc_info=exc_info)
+        if quota.status and self._status is not None:
+            self._status.error(line)
+
+    def _summarise(self, now: float) -> None:
+        """The '... and N more like it' lines of the quotas whose period is over."""
+        self._next_summary = now + POLL_S
+        for quota in self._quotas:
+            line = quota.summary(now)
+            if line is not None:
+                logger.log(quota.level, "%s", line)
+                if quota.status and self._status is not None:
+                    self._status.error(line)
+
+    def _refuse(self, client: tuple, address: str, reason: str | Callable[[], str]) -> None:
         self.refused += 1
-        self._tell(client, address, reason, logging.WARNING, "refused")
+        self._tell(self._refused, client, address, reason, "refused")
 
-    def _tell(self, client: tuple, address: str, reason: str, level: int, verb: str) -> None:
-        """Log (rate-limited) and send /dream/status/error: why a message was refused or
-        changed on the way in."""
-        text = f"{address[:MAX_SHOWN]}: {reason}"
-        if len(text) > MAX_SHOWN:  # a huge string argument must not become a huge log line
-            text = text[: MAX_SHOWN - 25] + f"... ({len(text)} chars)"
-        self._refused.log(level, "OSC from %s %s: %s", client[0], verb, text)
-        if self._status is not None:
-            self._status.error(text)
+    def _tell(
+        self,
+        quota: _Quota,
+        client: tuple,
+        address: str,
+        reason: str | Callable[[], str],
+        verb: str,
+    ) -> None:
+        """Report why a message was refused or changed on the way in (rate-limited)."""
+
+        def text() -> str:
+            line = f"{_shown(address)}: {reason() if callable(reason) else reason}"
+            if len(line) > MAX_SHOWN:  # a huge string argument must not become a huge log line
+                line = line[: MAX_SHOWN - 25] + f"... ({len(line)} chars)"
+            return line
+
+        self._report(quota, text, prefix=f"OSC from {client[0]} {verb}: ")
 
     # --- server thread: handlers -----------------------------------------------------------
 
@@ -284,23 +524,28 @@ class OscServer:
         value = self._one_value(client, address, args, _osc_type(spec))
         if value is None:
             return
+        if spec.kind == "target" and isinstance(value, str) and not self._heavy(client, address):
+            return  # a name is searched among a thousand: rationed
+        switch = spec.kind == "model" and str(value).strip().lower() != self._params.get("model")
+        if switch and not self._spaced(client, address, "model", self._limits.model_every):
+            return
         try:
             stored = self._params.set(spec.live, value)
         except ParamError as err:
             self._refuse(client, address, str(err))
             return
         self.applied += 1
-        logger.debug("OSC %s %r -> %s = %r", address, value, spec.live, stored)
+        if switch:
+            self._last["model"] = time.monotonic()
         if spec.numeric and _outside(spec, value):  # applied, clamped: say so, as faders overshoot
             reason = f"{value!r} clamped to {stored!r} (range {spec.range_text()})"
-            self._tell(client, address, reason, logging.INFO, "clamped")
+            self._tell(self._clamped, client, address, reason, "clamped")
 
     def _on_pause(self, client: tuple, address: str, args: tuple) -> None:
         if not args:
             self.applied += 1
-            logger.info(
-                "OSC %s: %s", address, "paused" if self._params.toggle_pause() else "resumed"
-            )
+            paused = self._params.toggle_pause()
+            self._report(self._applied, f"OSC {address}: {'paused' if paused else 'resumed'}")
             return
         value = self._one_value(client, address, args, "nothing to toggle, or 1/0")
         if value is None:
@@ -311,7 +556,7 @@ class OscServer:
             self._refuse(client, address, str(err))
             return
         self.applied += 1
-        logger.info("OSC %s: %s", address, "paused" if paused else "resumed")
+        self._report(self._applied, f"OSC {address}: {'paused' if paused else 'resumed'}")
 
     def _on_trigger(self, action: str, client: tuple, address: str, args: tuple) -> None:
         if args:
@@ -330,14 +575,17 @@ class OscServer:
         if action == "reset":
             self._params.request_reset()
         elif action == "snapshot":
+            if not self._spaced(client, address, "snapshot", self._limits.snapshot_every):
+                return
             self._params.request_snapshot()
+            self._last["snapshot"] = time.monotonic()
         elif self._status is None:
             self._refuse(client, address, "no status target; start with --status-to HOST:PORT")
             return
         else:
             self._status.sync()
         self.applied += 1
-        logger.info("OSC %s", address)
+        self._report(self._applied, f"OSC {address}")
 
     def _on_preset(self, client: tuple, address: str, args: tuple) -> None:
         name = self._one_value(client, address, args, "a preset name")
@@ -346,12 +594,29 @@ class OscServer:
         if not isinstance(name, str):
             self._refuse(client, address, f"expected a preset name (a string), got {name!r}")
             return
+        if not self._heavy(client, address):
+            return
         try:
-            presets.load_preset(name, self._params, self._preset_dir, self._snapshot_dir)
+            values = presets.preset_named(name, self._preset_dir, self._snapshot_dir)
+            switch = str(values.get("model", self._params.get("model"))) != self._params.get(
+                "model"
+            )
+            if switch and not self._spaced(client, address, "model", self._limits.model_every):
+                return
+            applied = presets.load_preset(name, self._params, values=values)
         except presets.PresetError as err:
             self._refuse(client, address, str(err))
             return
+        if switch:
+            self._last["model"] = time.monotonic()
         self.applied += 1
+        self._report(
+            self._applied,
+            lambda: (
+                f"OSC {address}: preset {name} applied: "
+                + ", ".join(f"{k}={v}" for k, v in applied.items())
+            ),
+        )
 
     def _on_unknown(self, client: tuple, address: str, args: tuple) -> None:
         if any(c in address for c in PATTERN_CHARS):
@@ -359,11 +624,17 @@ class OscServer:
                 client, address, "address patterns are not supported; send the exact address"
             )
             return
-        close = difflib.get_close_matches(address, _input_addresses(), n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        self._refuse(
-            client, address, f"unknown address; {hint}`installation.py osc-map` lists them all"
-        )
+
+        def reason() -> str:  # a search: made only if the refusal is shown
+            close = difflib.get_close_matches(address[:MAX_SHOWN], _input_addresses(), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            return f"unknown address; {hint}`installation.py osc-map` lists them all"
+
+        self._refuse(client, address, reason)
+
+
+def _shown(address: str) -> str:
+    return address[:MAX_SHOWN]
 
 
 # --- the reference table -----------------------------------------------------------------

@@ -64,7 +64,7 @@ def _check_layout(dgram: bytes) -> None:
         raise PacketError(f"{len(dgram) - i} stray bytes after the arguments")
 
 
-def parse_packet(dgram: bytes, depth: int = 0) -> list[OscMessage]:
+def parse_packet(dgram: bytes) -> list[OscMessage]:
     """Every message in a datagram, bundles flattened; time tags are ignored (all apply now).
 
     Stricter than python-osc, whose bundle parser loops for ever on a negative
@@ -73,12 +73,32 @@ def parse_packet(dgram: bytes, depth: int = 0) -> list[OscMessage]:
     Raises:
         PacketError: the datagram is not a well-formed OSC message or bundle.
     """
+    return split_packet(dgram, None)[0]
+
+
+def split_packet(dgram: bytes, limit: int | None) -> tuple[list[OscMessage], int]:
+    """(the first `limit` messages of a datagram, how many more it holds); None: no limit.
+
+    The messages past the limit are counted, not parsed, so a bundle packed with thousands
+    of messages costs no more than `limit` of them; the bundle's structure (element sizes,
+    nesting) is still checked whole.
+
+    Raises:
+        PacketError: the datagram is not a well-formed OSC message or bundle.
+    """
+    messages: list[OscMessage] = []
+    more = _walk(dgram, 0, messages, len(dgram) if limit is None else limit)
+    return messages, more
+
+
+def _walk(dgram: bytes, depth: int, out: list[OscMessage], limit: int) -> int:
+    """Parse `dgram`'s messages into `out` until it holds `limit`; returns how many were left."""
     if dgram.startswith(_BUNDLE):
         if depth >= _MAX_BUNDLE_DEPTH:
             raise PacketError(f"bundles nested deeper than {_MAX_BUNDLE_DEPTH}")
         if len(dgram) < 16:  # "#bundle\0" and an 8-byte time tag
             raise PacketError("bundle header cut short")
-        messages, i = [], 16
+        left, i = 0, 16
         while i < len(dgram):
             if i + 4 > len(dgram):
                 raise PacketError("bundle element size cut short")
@@ -86,13 +106,16 @@ def parse_packet(dgram: bytes, depth: int = 0) -> list[OscMessage]:
             i += 4
             if size <= 0 or size % 4 or i + size > len(dgram):
                 raise PacketError(f"bundle element of {size} bytes does not fit the bundle")
-            messages += parse_packet(dgram[i : i + size], depth + 1)
+            left += _walk(dgram[i : i + size], depth + 1, out, limit)
             i += size
-        return messages
+        return left
     if not dgram.startswith(b"/"):
         raise PacketError("not OSC: a packet starts with '/' or '#bundle'")
+    if len(out) >= limit:
+        return 1
     _check_layout(dgram)
     try:
-        return [OscMessage(dgram)]
+        out.append(OscMessage(dgram))
     except (MessageParseError, UnicodeDecodeError) as err:
         raise PacketError(f"unreadable message: {err}") from err
+    return 0

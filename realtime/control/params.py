@@ -456,14 +456,14 @@ def _number(spec: Knob | None, value: object, name: str = "") -> float:
             value = float(value.strip())
         except ValueError:
             raise ParamError(f"{name}: expected a number ({valid}), got {value!r}") from None
-    if not isinstance(value, (int, float)):  # numpy scalars are numbers.Real but not these
-        try:
-            value = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise ParamError(
-                f"{name}: expected a number ({valid}), got {type(value).__name__}"
-            ) from None
-    number = float(value)
+    try:  # numpy scalars are numbers.Real; an int beyond a float's range (JSON) overflows
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        number = math.inf
+    except (TypeError, ValueError):
+        raise ParamError(
+            f"{name}: expected a number ({valid}), got {type(value).__name__}"
+        ) from None
     if not math.isfinite(number):
         raise ParamError(f"{name}: expected a finite number ({valid}), got {value!r}")
     return number

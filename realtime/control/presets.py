@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import tomllib
 
 from realtime.control import config
 from realtime.control.config import preset_names
@@ -56,11 +55,11 @@ def preset_values(path: str | Path) -> dict[str, object]:
     """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = config.read_toml(path)
     except OSError as err:
         raise PresetError(f"preset {path.name!r} could not be read: {err}") from err
-    except tomllib.TOMLDecodeError as err:
-        raise PresetError(f"preset {path.name!r} is not valid TOML: {err}") from err
+    except ValueError as err:
+        raise PresetError(f"preset {path.name!r} {err}") from err
     try:
         cfg = config.build_config(raw, source=path.name)
     except config.ConfigError as err:
@@ -84,6 +83,7 @@ def load_preset(
     directory: str | Path | None = None,
     snapshot_dir: str | Path | None = None,
     glide: bool = True,
+    values: dict[str, object] | None = None,
 ) -> dict[str, object]:
     """Apply a named preset: config/<name>.toml, or else <snapshot_dir>/<name>.png.
 
@@ -94,6 +94,7 @@ def load_preset(
         directory: where TOML presets live (default config/).
         snapshot_dir: where snapshot PNGs live; None looks for TOML presets only.
         glide: continuous parameters glide to the new values (False: jump).
+        values: what `preset_named` returned for this name (not read again).
 
     Returns:
         The values as stored.
@@ -102,26 +103,70 @@ def load_preset(
         PresetError: a path-like or unknown name (listing the valid ones), an unreadable
             file, or values the parameters refuse (then nothing changes).
     """
-    directory = Path(directory or config.CONFIG_DIR)
-    valid = preset_names(directory) + (snapshot_names(snapshot_dir) if snapshot_dir else [])
-    listing = f"valid presets: {', '.join(valid) or '(none found)'}"
-    if not config.is_plain_name(name):
-        raise PresetError(f"preset names are plain names, not paths; got {name!r}; {listing}")
-    stem = name.removesuffix(".toml").removesuffix(".png")
-    toml_path = directory / f"{stem}.toml"
-    png_path = Path(snapshot_dir) / f"{stem}.png" if snapshot_dir else None
-    if toml_path.is_file() and not name.endswith(".png"):
-        values = preset_values(toml_path)
-    elif png_path is not None and png_path.is_file():
-        values = snapshot_values(png_path)
-    else:
-        raise PresetError(f"no preset named {name!r}; {listing}")
+    if values is None:
+        values = preset_named(name, directory, snapshot_dir)
     try:
         applied = params.update(values, glide=glide, strict=True)
     except ParamError as err:
         raise PresetError(f"preset {name!r} not applied: {err}") from err
-    logger.info("preset %s applied: %s", stem, ", ".join(f"{k}={v}" for k, v in applied.items()))
+    logger.debug("preset %s applied: %s", name, ", ".join(f"{k}={v}" for k, v in applied.items()))
     return applied
+
+
+def preset_named(
+    name: str, directory: str | Path | None = None, snapshot_dir: str | Path | None = None
+) -> dict[str, object]:
+    """The values a named preset sets (see load_preset), read once and then from a cache
+    until its file changes.
+
+    Raises:
+        PresetError: a path-like or unknown name (listing the valid ones), or an unreadable file.
+    """
+    directory = Path(directory or config.CONFIG_DIR)
+
+    def listing() -> str:  # only for a refusal: weeks of snapshots make a long folder to read
+        valid = preset_names(directory) + (snapshot_names(snapshot_dir) if snapshot_dir else [])
+        return f"valid presets: {', '.join(valid) or '(none found)'}"
+
+    if not config.is_plain_name(name):
+        raise PresetError(f"preset names are plain names, not paths; got {name!r}; {listing()}")
+    stem = name.removesuffix(".toml").removesuffix(".png")
+    toml_path = directory / f"{stem}.toml"
+    png_path = Path(snapshot_dir) / f"{stem}.png" if snapshot_dir else None
+    if toml_path.is_file() and not name.endswith(".png"):
+        values = _cached(preset_values, toml_path)
+    elif png_path is not None and png_path.is_file():
+        values = _cached(snapshot_values, png_path)
+    else:
+        raise PresetError(f"no preset named {name!r}; {listing()}")
+    return values
+
+
+# Preset and snapshot files read lately, by path: (size, modification time, values or refusal).
+# A preset sent again (a button, a flood) is not read and parsed again until its file changes.
+_READ: dict[Path, tuple[tuple[int, int], dict[str, object] | PresetError]] = {}
+_MAX_READ = 64
+
+
+def _cached(read, path: Path) -> dict[str, object]:
+    """`read(path)`, or what it gave last time if the file has not changed since."""
+    try:
+        stat = path.stat()
+    except OSError as err:
+        raise PresetError(f"preset {path.name!r} could not be read: {err}") from err
+    key = (stat.st_size, stat.st_mtime_ns)
+    hit = _READ.get(path)
+    if hit is None or hit[0] != key:
+        try:
+            result: dict[str, object] | PresetError = read(path)
+        except PresetError as err:
+            result = err
+        if len(_READ) >= _MAX_READ:
+            _READ.clear()
+        _READ[path] = hit = (key, result)
+    if isinstance(hit[1], PresetError):
+        raise PresetError(str(hit[1]))
+    return dict(hit[1])
 
 
 # --- snapshots ---------------------------------------------------------------------------
@@ -217,6 +262,10 @@ def read_snapshot_params(path: str | Path) -> dict[str, object]:
                 params = json.loads(body.split(b"\x00", 1)[1].decode("latin-1"))
             except ValueError as err:
                 raise PresetError(f"{str(path)!r}: {SNAPSHOT_KEY!r} is not JSON: {err}") from err
+            except RecursionError:
+                raise PresetError(
+                    f"{str(path)!r}: {SNAPSHOT_KEY!r} is nested too deeply to be parameters"
+                ) from None
             if not isinstance(params, dict):
                 raise PresetError(f"{str(path)!r}: {SNAPSHOT_KEY!r} is not a JSON object")
             return params

@@ -45,6 +45,18 @@ MAX_PENDING_ERRORS = 16  # error messages queued between ticks; a flood keeps on
 MAX_ERROR_CHARS = 1000  # an error text is cut to this, so one message stays one small datagram
 
 
+def printable(text: object) -> str:
+    """`text` with every control character escaped as Python writes it (\\n, \\x1b, \\u2028).
+
+    What a sender controls (an address, a name) reaches the log and status replies only through
+    this: a newline or an escape code in it cannot start a forged log line or colour a terminal.
+    """
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class StatusError(ValueError):
     """A status target or rate was refused; the message says what is valid."""
 
@@ -173,9 +185,10 @@ class StatusSender:
         self._wake.set()
 
     def error(self, text: str) -> None:
-        """Queue /dream/status/error with `text` (only the newest few are kept in a flood)."""
+        """Queue /dream/status/error with `text`, control characters escaped (only the newest
+        few are kept in a flood)."""
         with self._lock:
-            self._errors.append(str(text)[:MAX_ERROR_CHARS])
+            self._errors.append(printable(str(text)[:MAX_ERROR_CHARS]))
         self._wake.set()
 
     # --- status thread -------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import math
 import re
 
 
@@ -44,7 +45,7 @@ def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
     q = _norm(query)
     if not q:
         return [(i, n) for i, n in enumerate(names)][:limit]
-    normed = [_norm(n) for n in names]
+    normed = _normed_names()
     word = re.compile(rf"\b{re.escape(q)}\b")
     tiers: list[list[int]] = [[], [], [], []]
     for i, n in enumerate(normed):
@@ -64,6 +65,18 @@ def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
                 ranked.append(i)
     return [(i, names[i]) for i in ranked[:limit]]
 
+
+@functools.lru_cache(maxsize=1)
+def _normed_names() -> list[str]:
+    return [_norm(n) for n in class_names()]
+
+
+# The longest class name has 30 characters; a longer query names no class, and the search's
+# cost grows with the query, so one is refused before searching.
+MAX_QUERY = 100
+# Recent name lookups, found or refused: a name sent again (an OSC fader, a flood) costs a dict
+# lookup instead of a search through a thousand names (~5-25 ms).
+_LOOKUPS = 1024
 
 # A misspelling is taken for a name only this alike (difflib's ratio): "volcanoe" -> volcano
 # (0.93), "jelly fish" -> jellyfish (0.95); "spidr" is no closer than 0.67 to anything, and is
@@ -96,18 +109,32 @@ def resolve_class(query: str | int | float) -> int:
         try:
             query = float(text)
         except ValueError:
-            hits = search(text, limit=5)
-            if hits and _names_it(text, names[hits[0][0]]):
-                return hits[0][0]
-            nearest = f"; nearest: {', '.join(n for _, n in hits)}" if hits else ""
-            raise ClassLookupError(
-                f"unknown ImageNet class {text!r}{nearest}; try `python installation.py classes "
-                f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
-            ) from None
+            if len(text) > MAX_QUERY:  # never searched, never cached
+                raise ClassLookupError(
+                    f"unknown ImageNet class {text[:40]!r}... ({len(text)} characters; class "
+                    f"names are shorter); try `python installation.py classes WORD` to search"
+                ) from None
+            found = _lookup_name(text)
+            if isinstance(found, str):
+                raise ClassLookupError(found) from None
+            return found
     if (
-        query != query or int(query) != query or not 0 <= int(query) < len(names)
-    ):  # NaN, fraction, range
+        not math.isfinite(query) or int(query) != query or not 0 <= int(query) < len(names)
+    ):  # NaN or infinite, fraction, range
         raise ClassLookupError(
             f"expected an ImageNet class index 0-{len(names) - 1} or a class name, got {query!r}"
         )
     return int(query)
+
+
+@functools.lru_cache(maxsize=_LOOKUPS)
+def _lookup_name(text: str) -> int | str:
+    """The class a name means, or the refusal's message (cached either way)."""
+    hits = search(text, limit=5)
+    if hits and _names_it(text, class_names()[hits[0][0]]):
+        return hits[0][0]
+    nearest = f"; nearest: {', '.join(n for _, n in hits)}" if hits else ""
+    return (
+        f"unknown ImageNet class {text!r}{nearest}; try `python installation.py classes "
+        f"{text.split()[0] if text.split() else ''}` to search, or give an index 0-999"
+    )

@@ -388,9 +388,10 @@ def _weights_file(name: str, weights: str | Path | None, progress: bool) -> Path
 def _read_state_dict(path: Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as err:
+    except Exception as err:  # noqa: BLE001 - any file may be named: unpickling fails every way
         raise ModelError(
-            f"could not read weights file {path}: {err}; delete it if it is a broken download"
+            f"could not read weights file {path} ({type(err).__name__}: {err}); expected a "
+            f"PyTorch state dict (.pth); delete it if it is a broken download"
         ) from err
     if isinstance(state, Mapping) and isinstance(state.get("state_dict"), Mapping):
         state = state["state_dict"]  # a training checkpoint that wraps the state dict
