@@ -28,6 +28,23 @@ def free_mb(folder: str | Path, statvfs: Statvfs = os.statvfs) -> float:
     return st.f_bavail * st.f_frsize / MB
 
 
+def space_problem(
+    folder: str | Path, min_free_mb: float, statvfs: Statvfs = os.statvfs
+) -> str | None:
+    """Why `folder`'s disk is too full to write to (less than `min_free_mb` free, or its free
+    space unreadable), or None when there is room."""
+    try:
+        free = free_mb(folder, statvfs)
+    except OSError as err:
+        return f"cannot read the free space of {str(folder)!r}: {err}"
+    if free < min_free_mb:
+        return (
+            f"only {free:.0f} MB free on the disk of {str(folder)!r}, less than "
+            f"record.min_free_mb = {min_free_mb:g} MB"
+        )
+    return None
+
+
 def numbered(path: Path, n: int) -> Path:
     """`show.mkv` for 0, `show-1.mkv` for 1, ..."""
     return path if n == 0 else path.with_name(f"{path.stem}-{n}{path.suffix}")

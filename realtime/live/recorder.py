@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from realtime.live.disk import Statvfs, claim, free_mb
+from realtime.live.disk import Statvfs, claim, space_problem
 
 logger = logging.getLogger(__name__)
 
@@ -252,19 +252,11 @@ class VideoRecorder:
         """Whether the disk has min_free_mb free; a fault (the recording stops) when not."""
         if not self.min_free_mb:
             return True
-        folder = self.requested.parent
-        try:
-            free = free_mb(folder, self._statvfs)
-        except OSError as err:
-            self._fault(f"cannot read the free space of {str(folder)!r}: {err}")
-            return False
-        if free < self.min_free_mb:
-            self._fault(
-                f"only {free:.0f} MB free on the disk of {str(folder)!r}, less than "
-                f"record.min_free_mb = {self.min_free_mb:g} MB; free some space or lower it"
-            )
-            return False
-        return True
+        why = space_problem(self.requested.parent, self.min_free_mb, self._statvfs)
+        if why is None:
+            return True
+        self._fault(why if why.startswith("cannot") else f"{why}; free some space or lower it")
+        return False
 
     def _claim(self) -> bool:
         """Create the next file (never an existing one); a fault when the folder refuses."""

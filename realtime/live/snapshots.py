@@ -12,7 +12,7 @@ from pathlib import Path
 from realtime.control.params import LiveParams
 from realtime.control.presets import TMP_SUFFIX, PresetError, save_snapshot
 from realtime.knobs import RecordConfig
-from realtime.live.disk import MB, Statvfs, free_mb
+from realtime.live.disk import MB, Statvfs, space_problem
 from realtime.live.slot import Output
 
 logger = logging.getLogger(__name__)
@@ -114,16 +114,8 @@ class SnapshotSaver:
 
     def _space_ok(self) -> bool:
         folder = next((p for p in (self.directory, *self.directory.parents) if p.is_dir()), None)
-        try:
-            free = free_mb(folder or ".", self._statvfs)
-        except OSError as err:
-            free, why = 0.0, f"cannot read the free space of {str(folder)!r}: {err}"
-        else:
-            why = (
-                f"only {free:.0f} MB free on the disk of {str(folder)!r}, less than "
-                f"record.min_free_mb = {self.min_free_mb:g} MB"
-            )
-        if free >= self.min_free_mb:
+        why = space_problem(folder or ".", self.min_free_mb, self._statvfs)
+        if why is None:
             return True
         self.errors += 1
         self._refuse("space", f"snapshot refused: {why}")
