@@ -25,6 +25,7 @@ from pathlib import Path
 from realtime.control import presets
 from realtime.control.oscpacket import PacketError, split_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
+from realtime.control.ratelimit import Quota, Senders, TokenBucket
 from realtime.control.status import (
     ERROR_ADDRESS,
     PERIODIC,
@@ -92,64 +93,13 @@ class OscError(OSError):
     """The OSC server could not listen, or an allow entry was not an IP address or network."""
 
 
-class _Bucket:
-    """A token bucket: `rate` tokens a second up to `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
-
-    def whole(self, now: float) -> int:
-        """How many whole tokens there are now (refilled)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return int(min(self.tokens, 1e9))
-
-    def take(self, now: float, n: int = 1) -> bool:
-        if self.whole(now) < n:
-            return False
-        self.tokens -= n
-        return True
-
-
 @dataclass(eq=False)
 class _Sender:
     """One source address: whether the allow list lets it in, and its rates."""
 
     allowed: bool
-    messages: _Bucket
-    heavy: _Bucket
-
-
-class _Quota:
-    """At most `burst` reports a `period`; the rest are counted and summed up at its end.
-
-    Used only from the server thread, so it needs no lock.
-    """
-
-    def __init__(self, what: str, burst: int, period: float, level: int, status: bool) -> None:
-        self.what, self.burst, self.period, self.level, self.status = (
-            what, burst, period, level, status
-        )  # fmt: skip
-        self._start, self._count, self.suppressed = -math.inf, 0, 0
-
-    def take(self, now: float) -> bool:
-        if now - self._start >= self.period:
-            self._start, self._count = now, 0
-        if self._count < self.burst:
-            self._count += 1
-            return True
-        self.suppressed += 1
-        return False
-
-    def summary(self, now: float) -> str | None:
-        """The line summing up what the period left out, once it is over; None if nothing."""
-        if not self.suppressed or now - self._start < self.period:
-            return None
-        n, self.suppressed = self.suppressed, 0
-        self._start, self._count = now, 0
-        return f"OSC: ... and {n:,} more like it ({self.what}) in the last {self.period:g} s"
+    messages: TokenBucket
+    heavy: TokenBucket
 
 
 class _Router:
@@ -215,18 +165,18 @@ class OscServer:
         except KnobError as err:
             raise OscError(f"bad OSC allow entry: {err}") from err
         now = time.monotonic()
-        self._total = _Bucket(limits.total_rate, limits.total_burst, now)
-        self._total_heavy = _Bucket(limits.total_heavy_rate, limits.total_heavy_burst, now)
-        self._senders: dict[str, _Sender] = {}
+        self._total = TokenBucket(limits.total_rate, limits.total_burst, now)
+        self._total_heavy = TokenBucket(limits.total_heavy_rate, limits.total_heavy_burst, now)
+        self._senders: Senders[_Sender] = Senders(MAX_SENDERS, self._new_sender)
         warn, info, period = logging.WARNING, logging.INFO, limits.log_period
         # What is shown, at most how often; the rest is summed up ("... and N more like it").
-        self._refused = _Quota("refused messages", 20, period, warn, status=True)
-        self._clamped = _Quota("clamped values", 20, period, info, status=True)
-        self._applied = _Quota("applied messages", 20, period, info, status=False)
-        self._limited = _Quota("messages over the rate", 5, period, warn, status=True)
-        self._malformed = _Quota("malformed datagrams", 5, period, warn, status=False)
-        self._blocked = _Quota("datagrams not allowed", 5, 6 * period, warn, status=False)
-        self._failed = _Quota("failed messages", 5, 6 * period, logging.ERROR, status=True)
+        self._refused = Quota("refused messages", 20, period, warn, status=True)
+        self._clamped = Quota("clamped values", 20, period, info, status=True)
+        self._applied = Quota("applied messages", 20, period, info, status=False)
+        self._limited = Quota("messages over the rate", 5, period, warn, status=True)
+        self._malformed = Quota("malformed datagrams", 5, period, warn, status=False)
+        self._blocked = Quota("datagrams not allowed", 5, 6 * period, warn, status=False)
+        self._failed = Quota("failed messages", 5, 6 * period, logging.ERROR, status=True)
         self._quotas = (
             self._refused, self._clamped, self._applied, self._limited, self._malformed,
             self._blocked, self._failed,
@@ -378,18 +328,15 @@ class OscServer:
         )
 
     def _sender(self, host: str, now: float) -> _Sender:
-        sender = self._senders.get(host)
-        if sender is None:
-            if len(self._senders) >= MAX_SENDERS:
-                del self._senders[next(iter(self._senders))]
-            lim = self._limits
-            sender = _Sender(
-                self._allowed(host),
-                _Bucket(lim.rate, lim.burst, now),
-                _Bucket(lim.heavy_rate, lim.heavy_burst, now),
-            )
-            self._senders[host] = sender
-        return sender
+        return self._senders.get(host, now)
+
+    def _new_sender(self, host: str, now: float) -> _Sender:
+        lim = self._limits
+        return _Sender(
+            self._allowed(host),
+            TokenBucket(lim.rate, lim.burst, now),
+            TokenBucket(lim.heavy_rate, lim.heavy_burst, now),
+        )
 
     def _allowed(self, host: str) -> bool:
         if not self._allow:
@@ -448,7 +395,7 @@ class OscServer:
 
     def _report(
         self,
-        quota: _Quota,
+        quota: Quota,
         text: str | Callable[[], str],
         exc_info: bool = False,
         prefix: str = "",
@@ -479,7 +426,7 @@ class OscServer:
 
     def _tell(
         self,
-        quota: _Quota,
+        quota: Quota,
         client: tuple,
         address: str,
         reason: str | Callable[[], str],
