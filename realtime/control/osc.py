@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realtime.control import presets
+from realtime.control.audience import AudienceQueue
 from realtime.control.oscpacket import PacketError, split_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.control.ratelimit import Quota, Senders, TokenBucket
 from realtime.control.status import (
+    AUDIENCE,
     ERROR_ADDRESS,
     PERIODIC,
     STATS,
@@ -137,6 +139,7 @@ class OscServer:
         preset_dir: str | Path | None = None,
         snapshot_dir: str | Path | None = None,
         limits: Limits = LIMITS,
+        audience: AudienceQueue | None = None,
     ) -> None:
         """Bind the socket now (so a busy port fails here), serve after start().
 
@@ -150,6 +153,7 @@ class OscServer:
             preset_dir: where /dream/preset finds TOML presets (default config/).
             snapshot_dir: where /dream/preset also finds snapshot PNGs by name; None: not at all.
             limits: the rates and caps (see Limits).
+            audience: the visitors' requests that /dream/audience controls; None: refused.
 
         Raises:
             OscError: an allow entry is not an IP address or network, or the port cannot be
@@ -160,6 +164,7 @@ class OscServer:
         self._preset_dir = preset_dir
         self._snapshot_dir = snapshot_dir
         self._limits = limits
+        self._audience = audience
         try:
             self._allow = parse_networks(tuple(allow))
         except KnobError as err:
@@ -450,6 +455,7 @@ class OscServer:
             d.map(PREFIX + name, functools.partial(self._on_param, spec))
         d.map(PREFIX + "pause", self._on_pause)
         d.map(PREFIX + "preset", self._on_preset)
+        d.map(PREFIX + "audience", self._on_audience)
         for name in _TRIGGERS:
             d.map(PREFIX + name, functools.partial(self._on_trigger, name))
 
@@ -565,6 +571,36 @@ class OscServer:
             ),
         )
 
+    def _on_audience(self, client: tuple, address: str, args: tuple) -> None:
+        value = self._one_value(client, address, args, "on, off, clear or skip (or 1/0)")
+        if value is None:
+            return
+        if self._audience is None:
+            self._refuse(
+                client,
+                address,
+                "audience requests are not running; start with --audience HOST:PORT",
+            )
+            return
+        word = str(value).strip().lower()
+        if not isinstance(value, str):
+            word = "on" if math.isfinite(float(value)) and float(value) >= 0.5 else "off"
+        if word in ("on", "1", "true"):
+            self._audience.set_enabled(True)
+        elif word in ("off", "0", "false"):
+            self._audience.set_enabled(False)
+        elif word == "clear":
+            self._audience.clear()
+        elif word == "skip":
+            self._audience.skip()
+        else:
+            self._refuse(
+                client, address, f"expected on, off, clear or skip (or 1/0), got {value!r}"
+            )
+            return
+        self.applied += 1
+        self._report(self._applied, lambda: f"OSC {address}: audience {printable(word)}")
+
     def _on_unknown(self, client: tuple, address: str, args: tuple) -> None:
         if any(c in address for c in PATTERN_CHARS):
             self._refuse(
@@ -642,6 +678,15 @@ def address_table() -> list[dict[str, str]]:
         ),
         _row(
             "in",
+            PREFIX + "audience",
+            "s|f",
+            "on | off | clear | skip, or 1/0",
+            "on",
+            "audience requests (--audience): on or off (off empties the queue), clear the "
+            "queue, or skip to the next request",
+        ),
+        _row(
+            "in",
             PREFIX + "reset",
             "[f]",
             "none or 1",
@@ -665,7 +710,7 @@ def address_table() -> list[dict[str, str]]:
             "send every parameter and stat to the status target at once, as one bundle",
         ),
     ]
-    for name, doc in (*STATS, *PERIODIC):
+    for name, doc in (*STATS, *PERIODIC, *AUDIENCE):
         kind = "s" if name in TEXT else "f"
         rows.append(_row("out", STATUS_PREFIX + name, kind, "", "", doc))
     rows += [
