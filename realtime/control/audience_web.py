@@ -179,6 +179,7 @@ class AudienceServer:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)  # this thread's own
         self._loop = loop
         try:
             loop.run_until_complete(self._serve())
@@ -189,6 +190,12 @@ class AudienceServer:
                 logger.error("audience: the web server stopped: %s", err, exc_info=True)
         finally:
             self._ready.set()
+            # Connections still open (a slow client) end here, not in a closed loop.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _serve(self) -> None:
@@ -230,8 +237,8 @@ class AudienceServer:
     async def _headers(self, request: web.Request, handler) -> web.StreamResponse:
         try:
             response = await handler(request)
-        except web.HTTPException as err:  # 404, 405, 413: a short text, with our headers too
-            response = err
+        except web.HTTPException as err:  # 404, 405, 413: said as the page's other refusals
+            response = _refusal(err.reason, err.status)
         response.headers.update(SECURITY_HEADERS)
         return response
 
