@@ -34,9 +34,7 @@ def make(params, clock, **kw):
     return AudienceQueue(AudienceConfig(**kw), params, clock)
 
 
-def test_each_request_is_dreamed_for_dwell_then_the_next_fades_in_then_the_operators(
-    params, clock
-):
+def test_each_request_is_dreamed_for_dwell_then_the_next_fades_in_then_the_operators(params, clock):
     queue = make(params, clock)
     queue.ask("10.0.0.1", "volcano")
     queue.ask("10.0.0.2", "Pizza ")

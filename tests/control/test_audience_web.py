@@ -85,7 +85,7 @@ def test_a_request_changes_the_dreamed_target_within_one_glide(serve, params):
 def test_the_page_is_static_and_shows_what_visitors_send_as_text_only(serve):
     server = serve()
     status, page = call(server, "GET", "/")
-    assert status == 200 and "<script src=\"/app.js\"" in page
+    assert status == 200 and '<script src="/app.js"' in page
     status, script = call(server, "GET", "/app.js")
     assert status == 200 and "textContent" in script and "innerHTML" not in script
     host, port = server.address
