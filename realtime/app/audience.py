@@ -27,6 +27,14 @@ def check_audience(cfg: AudienceConfig) -> None:
     """
     if not cfg.enabled:
         return
+    try:
+        import aiohttp  # noqa: F401
+        import segno  # noqa: F401
+    except ImportError as err:
+        raise AudienceStartError(
+            f"audience requests need the audience extra ({err.name} is missing): "
+            f"pip install -e '.[audience]'"
+        ) from err
     if not cfg.host:
         raise AudienceStartError(
             "audience.host: name the address to serve the page on, e.g. --audience "
