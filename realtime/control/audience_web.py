@@ -303,9 +303,9 @@ class AudienceServer:
         try:
             asked = self.queue.ask(client, data["name"])
         except Refused as err:
-            suggestions = list(_suggest(data["name"].strip().lower()[:MAX_QUERY]))
-            if err.status != 422:
-                suggestions = []
+            suggestions = []
+            if err.status == 422:  # no such class: the names nearest to what was typed
+                suggestions = list(_suggest(data["name"].strip().lower()[:MAX_QUERY]))
             return self._refuse(client, str(err), err.status, err.retry_after, suggestions)
         view = self.queue.view()
         return web.json_response(
@@ -321,7 +321,8 @@ class AudienceServer:
         suggestions: list[str] | None = None,
     ) -> web.Response:
         if self._refusals.take(time.monotonic()):
-            logger.info("audience: refused %s (%d): %s", printable(client), status, message)
+            shown = printable(message)  # it may quote what the visitor typed
+            logger.info("audience: refused %s (%d): %s", printable(client), status, shown)
         return _refusal(message, status, retry_after, suggestions)
 
 
