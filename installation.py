@@ -62,6 +62,16 @@ def _flag_bool(text: str) -> bool:
     return word in ("true", "1", "on")
 
 
+def _audience_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT such as 192.168.1.10:8080 (port 0..65535), got {text!r}"
+        )
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="installation.py",
@@ -86,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--osc-host", help="address the OSC server binds (0.0.0.0 exposes it)")
     run.add_argument("--osc-port", type=int, help="UDP port the OSC server listens on")
     run.add_argument("--status-to", help="HOST:PORT to send status messages to")
+    run.add_argument(
+        "--audience",
+        metavar="HOST:PORT",
+        type=_audience_address,
+        help="serve the audience request page on this address (this machine's address on the "
+        "gallery network, e.g. 192.168.1.10:8080; 0.0.0.0:8080 for every interface)",
+    )
 
     render = sub.add_parser("render", help="dream an image or a video file offline")
     render.add_argument("input")
@@ -179,6 +196,9 @@ def _config_from(args: argparse.Namespace):
     }
     if getattr(args, "fullscreen", False):
         flags["display.fullscreen"] = True
+    if getattr(args, "audience", None):
+        flags["audience.enabled"] = True
+        flags["audience.host"], flags["audience.port"] = args.audience
     for name, value in vars(args).items():  # flags generated from the knob table
         if name.startswith("knob_"):
             section, _, key = name.removeprefix("knob_").partition("_")

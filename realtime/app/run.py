@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from realtime.app.audience import check_audience, start_audience
 from realtime.app.logs import StatsLogger
 from realtime.control.config import Config
 from realtime.control.params import LiveParams
@@ -127,6 +128,7 @@ def run(
         The process exit code.
     """
     size = parse_size(cfg.capture.size)
+    check_audience(cfg.audience)  # a bad setting stops the start before the model loads
     device = pick_device(cfg.model.device)
     model, _reason = load_model(  # load_model logs which model it chose and why
         None if cfg.model.name == "auto" else cfg.model.name,
@@ -202,7 +204,8 @@ def run(
         )
         watchdog.start()
         parts.add("watchdog", watchdog.stop)
-        _start_osc(cfg, params, stats, parts)
+        audience = start_audience(cfg.audience, params, parts)
+        _start_osc(cfg, params, stats, parts, None if audience is None else audience[0])
         stats_log = StatsLogger(stats, cfg.log.stats_interval)
         stats_log.start()
         parts.add("stats log", stats_log.stop)
@@ -222,6 +225,7 @@ def run(
                 stats=stats,
                 on_close=parts.stop.set,
                 size=window_size(size),
+                audience=None if audience is None else audience[1],
             )
             # --frames ends a windowed run too: the loop's done event closes the window.
             threading.Thread(
@@ -298,7 +302,7 @@ def _snapshot_saver(cfg: Config, params: LiveParams, parts: Parts):
     )
 
 
-def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
+def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts, audience=None) -> None:
     """Start the OSC server and status sender; a busy port is logged and the show goes on without.
 
     A bad osc.host or osc.allow never gets here: the configuration refuses it at start."""
@@ -308,7 +312,9 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
 
     status = None
     if cfg.osc.status_to:
-        status = StatusSender(params, stats, cfg.osc.status_to, hz=cfg.osc.status_hz)
+        status = StatusSender(
+            params, stats, cfg.osc.status_to, hz=cfg.osc.status_hz, audience=audience
+        )
         status.start()
         parts.add("status", status.stop)
         parts.start_status(status)
@@ -331,6 +337,7 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
             allow=cfg.osc.allow,
             status=status,
             snapshot_dir=cfg.record.snapshot_dir,
+            audience=audience,
         )
         server.start()
     except OSError as err:

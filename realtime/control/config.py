@@ -11,6 +11,7 @@ import tomllib
 
 from realtime.knobs import (
     AttractConfig,
+    AudienceConfig,
     CaptureConfig,
     ControlConfig,
     DisplayConfig,
@@ -46,6 +47,7 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     osc: OscConfig = field(default_factory=OscConfig)
+    audience: AudienceConfig = field(default_factory=AudienceConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     attract: AttractConfig = field(default_factory=AttractConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)

@@ -392,12 +392,14 @@ def test_run_returns_when_stop_is_set():
 
 
 @pytest.fixture
-def xvfb():
-    """Start Xvfb on a display number it picks itself (-displayfd); yields ':N'."""
+def xvfb(request):
+    """Start Xvfb on a display number it picks itself (-displayfd); yields ':N'. Its screen is
+    400x240x24 unless the test parametrizes it (indirect=True) with another WxHxD."""
     require(shutil.which("Xvfb") is not None, "Xvfb not installed")
+    screen = getattr(request, "param", "400x240x24")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "400x240x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-nolisten", "tcp"],
         pass_fds=(write_fd,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
