@@ -372,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `dream-installation` command (pyproject.toml's [project.scripts]) and this script."""
     code = main()
     if _STOPPED:
         logging.shutdown()  # flushes and closes the log file
@@ -380,3 +381,7 @@ if __name__ == "__main__":
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import tomllib
 
+from realtime.control.resources import data_dir
 from realtime.knobs import (
     AttractConfig,
     CaptureConfig,
@@ -27,7 +28,7 @@ from realtime.knobs import (
     table,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = data_dir("config")  # the presets: in the installed package, else the checkout
 
 
 class ConfigError(ValueError):
