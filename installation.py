@@ -86,6 +86,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--osc-host", help="address the OSC server binds (0.0.0.0 exposes it)")
     run.add_argument("--osc-port", type=int, help="UDP port the OSC server listens on")
     run.add_argument("--status-to", help="HOST:PORT to send status messages to")
+    run.add_argument(
+        "--midi",
+        nargs="?",
+        const="auto",
+        metavar="PORT",
+        help="MIDI learn from a controller: the first MIDI input, or the one whose name contains "
+        "PORT (needs pip install 'dream-installation[midi]')",
+    )
 
     render = sub.add_parser("render", help="dream an image or a video file offline")
     render.add_argument("input")
@@ -174,6 +182,7 @@ def _config_from(args: argparse.Namespace):
         "osc.host": getattr(args, "osc_host", None),
         "osc.port": getattr(args, "osc_port", None),
         "osc.status_to": getattr(args, "status_to", None),
+        "midi.port": getattr(args, "midi", None),
         "log.file": getattr(args, "log_file", None),
         "log.level": getattr(args, "log_level", None),
     }

@@ -523,6 +523,19 @@ class OscConfig(Section, section="osc"):
 
 
 @dataclass(frozen=True)
+class MidiConfig(Section, section="midi"):
+    """MIDI learn: a controller's knobs drive the live parameters (needs the `midi` extra)."""
+
+    port: str = knob(
+        "",
+        doc="MIDI input to open: auto (the first), or (part of) its name; empty: no MIDI",
+    )
+    bindings: str = knob(
+        "midi-bindings.json", doc="JSON file of the learnt bindings, per device (read at start)"
+    )
+
+
+@dataclass(frozen=True)
 class RecordConfig(Section, section="record"):
     """Recording and snapshots."""
 

@@ -127,6 +127,11 @@ def run(
         The process exit code.
     """
     size = parse_size(cfg.capture.size)
+    midi_port = None
+    if cfg.midi.port:  # checked before the model loads: a missing extra or port fails at once
+        from realtime.control.midi import find_midi
+
+        midi_port = find_midi(cfg.midi.port, cfg.midi.bindings)
     device = pick_device(cfg.model.device)
     model, _reason = load_model(  # load_model logs which model it chose and why
         None if cfg.model.name == "auto" else cfg.model.name,
@@ -202,7 +207,13 @@ def run(
         )
         watchdog.start()
         parts.add("watchdog", watchdog.stop)
-        _start_osc(cfg, params, stats, parts)
+        midi = None
+        if midi_port is not None:
+            from realtime.control.midi import open_midi
+
+            midi, close_midi = open_midi(params, *midi_port)
+            parts.add("midi", close_midi)
+        _start_osc(cfg, params, stats, parts, midi)
         stats_log = StatsLogger(stats, cfg.log.stats_interval)
         stats_log.start()
         parts.add("stats log", stats_log.stop)
@@ -222,6 +233,7 @@ def run(
                 stats=stats,
                 on_close=parts.stop.set,
                 size=window_size(size),
+                midi=midi,
             )
             # --frames ends a windowed run too: the loop's done event closes the window.
             threading.Thread(
@@ -298,7 +310,7 @@ def _snapshot_saver(cfg: Config, params: LiveParams, parts: Parts):
     )
 
 
-def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
+def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts, midi=None) -> None:
     """Start the OSC server and status sender; a busy port is logged and the show goes on without.
 
     A bad osc.host or osc.allow never gets here: the configuration refuses it at start."""
@@ -331,6 +343,7 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
             allow=cfg.osc.allow,
             status=status,
             snapshot_dir=cfg.record.snapshot_dir,
+            midi=midi,
         )
         server.start()
     except OSError as err:

@@ -19,6 +19,7 @@ from realtime.knobs import (
     FeedbackConfig,
     KnobError,
     LogConfig,
+    MidiConfig,
     ModelConfig,
     OscConfig,
     RecordConfig,
@@ -47,6 +48,7 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     osc: OscConfig = field(default_factory=OscConfig)
+    midi: MidiConfig = field(default_factory=MidiConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     attract: AttractConfig = field(default_factory=AttractConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)

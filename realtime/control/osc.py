@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realtime.control import presets
+from realtime.control.midi import MidiError, MidiLearn
 from realtime.control.oscpacket import PacketError, split_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.control.status import (
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/dream/"
 PATTERN_CHARS = "*?[]{}"  # OSC address pattern syntax, refused (exact addresses only)
 _TRIGGERS = ("reset", "snapshot", "sync")
+MIDI_LEARN = PREFIX + "midi/learn"
 MAX_SHOWN = 400  # characters of a refusal shown in the log and sent as /dream/status/error
 MAX_DATAGRAM = 65535  # whole datagrams: a shorter read would cut big bundles
 POLL_S = 0.1  # how often the server thread looks up from the socket: stop() and summaries
@@ -187,6 +189,7 @@ class OscServer:
         preset_dir: str | Path | None = None,
         snapshot_dir: str | Path | None = None,
         limits: Limits = LIMITS,
+        midi: MidiLearn | None = None,
     ) -> None:
         """Bind the socket now (so a busy port fails here), serve after start().
 
@@ -200,6 +203,7 @@ class OscServer:
             preset_dir: where /dream/preset finds TOML presets (default config/).
             snapshot_dir: where /dream/preset also finds snapshot PNGs by name; None: not at all.
             limits: the rates and caps (see Limits).
+            midi: the MIDI learner that /dream/midi/learn arms; None: MIDI is off.
 
         Raises:
             OscError: an allow entry is not an IP address or network, or the port cannot be
@@ -210,6 +214,7 @@ class OscServer:
         self._preset_dir = preset_dir
         self._snapshot_dir = snapshot_dir
         self._limits = limits
+        self._midi = midi
         try:
             self._allow = parse_networks(tuple(allow))
         except KnobError as err:
@@ -503,6 +508,7 @@ class OscServer:
             d.map(PREFIX + name, functools.partial(self._on_param, spec))
         d.map(PREFIX + "pause", self._on_pause)
         d.map(PREFIX + "preset", self._on_preset)
+        d.map(MIDI_LEARN, self._on_midi_learn)
         for name in _TRIGGERS:
             d.map(PREFIX + name, functools.partial(self._on_trigger, name))
 
@@ -618,6 +624,20 @@ class OscServer:
             ),
         )
 
+    def _on_midi_learn(self, client: tuple, address: str, args: tuple) -> None:
+        param = self._one_value(client, address, args, "a parameter name, or none to cancel")
+        if param is None:
+            return
+        if self._midi is None:
+            self._refuse(client, address, "MIDI is off; start with --midi [PORT]")
+            return
+        try:
+            self._midi.learn(str(param))
+        except MidiError as err:
+            self._refuse(client, address, str(err))
+            return
+        self.applied += 1
+
     def _on_unknown(self, client: tuple, address: str, args: tuple) -> None:
         if any(c in address for c in PATTERN_CHARS):
             self._refuse(
@@ -692,6 +712,15 @@ def address_table() -> list[dict[str, str]]:
             "preset name",
             "",
             "apply a preset from config/ (or a snapshot PNG by name); only the keys it sets",
+        ),
+        _row(
+            "in",
+            MIDI_LEARN,
+            "s",
+            "parameter name, or none",
+            "",
+            "MIDI learn (with --midi): the next moved control drives this parameter; none "
+            "cancels (key M in the window does the same)",
         ),
         _row(
             "in",

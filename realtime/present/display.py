@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from realtime.control.config import DisplayConfig
+from realtime.control.midi import MidiLearn
 from realtime.control.params import LiveParams
 from realtime.live.slot import LatestSlot, Output
 from realtime.present.gl import DisplayError, PairTexture, letterbox, load_program, read_framebuffer
@@ -52,6 +53,13 @@ _BINDINGS = (
     (("SPACE",), "Space", "pause / resume the dream", "_pause"),
     (("R",), "R", "reset: clear the feedback", "_reset"),
     (("H",), "H", "show / hide the HUD (fps, latency, layer, target)", "_toggle_hud"),
+    (
+        ("M",),
+        "M",
+        "MIDI learn (with --midi): arm the next parameter, then move a control to bind it "
+        "(Shift+M: cancel)",
+        "_midi_learn",
+    ),
     (("Q", "ESCAPE"), "Q, Escape", "quit", "_quit"),
 )
 KEYS: tuple[tuple[str, str], ...] = tuple((label, doc) for _, label, doc, _ in _BINDINGS)
@@ -123,6 +131,7 @@ class DreamWindow:
         headless: bool = False,
         size: tuple[int, int] = (1280, 720),
         targets: Sequence[int] | None = None,
+        midi: MidiLearn | None = None,
     ) -> None:
         """Open the window, compile the shaders and get ready to draw.
 
@@ -136,6 +145,7 @@ class DreamWindow:
             headless: an off-screen EGL surface instead of a window (tests, servers).
             size: the window's (width, height) when not fullscreen.
             targets: ImageNet class indices cycled by key T; None = DEFAULT_TARGET_NAMES.
+            midi: the MIDI learner key M arms; None: MIDI is off.
 
         Raises:
             DisplayError: no display or GL context, or the shaders failed.
@@ -148,6 +158,7 @@ class DreamWindow:
         self._config = config
         self._stats = stats
         self._on_close = on_close
+        self._midi = midi
         if targets is None:
             from realtime.engine.classes import resolve_class
 
@@ -392,6 +403,14 @@ class DreamWindow:
 
     def _toggle_hud(self, _mod: int) -> None:
         self._hud.visible = not self._hud.visible
+
+    def _midi_learn(self, modifiers: int) -> None:
+        if self._midi is None:
+            logger.info("key: MIDI learn needs --midi [PORT]")
+        elif modifiers & self._pyglet.window.key.MOD_SHIFT:
+            self._midi.learn(None)
+        else:
+            self._midi.learn_next()
 
     def _quit(self, _mod: int) -> None:
         logger.info("key: quit")
