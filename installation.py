@@ -111,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     layers = sub.add_parser("layers", help="list a model's dreamable layers")
-    layers.add_argument("--model", default="googlenet")
+    layers.add_argument(
+        "--model",
+        default="auto",
+        help="googlenet | vgg16 | efficientnet_lite0 | auto (default: the one a run would use)",
+    )
+    layers.add_argument("--weights", help="weights file for an offline machine (as run takes it)")
 
     classes = sub.add_parser("classes", help="find ImageNet classes by name")
     classes.add_argument("query", nargs="?", default="")
@@ -302,9 +307,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from realtime.engine.models import model_layers
+    from realtime.engine.models import auto_choice, model_layers, resolve_model_name
 
-    for i, name in enumerate(model_layers(args.model)):
+    if args.model.strip().lower() == "auto":
+        model, why = auto_choice(args.weights)
+        print(why, file=sys.stderr)  # stdout stays the plain list
+    else:
+        model = resolve_model_name(args.model)
+    for i, name in enumerate(model_layers(model)):
         print(f"{i:3d}  {name}")
     return 0
 

@@ -262,6 +262,29 @@ def test_layers_and_classes_listings():
     ]
     run = cli("classes", "spider")
     assert run.returncode == 0 and "spider web" in run.stdout
+    assert "black widow" in run.stdout and "pier" not in run.stdout.split()
+
+
+@pytest.mark.parametrize("argv", [["layers"], ["layers", "--model", "auto"]])
+def test_layers_lists_the_model_auto_would_choose(argv, capsys, monkeypatch, tmp_path):
+    """Plain `layers` (and `--model auto`) lists what a run with model.name = auto dreams with."""
+    sys.path.insert(0, str(ROOT))
+    import installation
+    from realtime.engine import models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no GoogLeNet weights cached
+    assert installation.main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("auto: efficientnet_lite0, the bundled model")
+    assert [line.split()[1] for line in out.out.splitlines()] == list(
+        models.model_layers("efficientnet_lite0")
+    )
+    cached = models.cache_path("googlenet")  # the weights where a run would find them
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert installation.main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("auto: googlenet") and "inception4c" in out.out
 
 
 @pytest.mark.parametrize(
@@ -293,6 +316,7 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert message in run.stderr
     assert "Traceback" not in run.stderr
     assert len([line for line in run.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert "valid parameters" not in run.stderr  # what is valid for the value, not every name
 
 
 def test_a_config_file_that_is_not_toml_is_named(tmp_path):

@@ -214,7 +214,8 @@ class LiveParams:
             except ParamError as err:
                 errors.append(str(err))
         if errors:
-            raise ParamError("; ".join(errors) + f" (valid parameters: {', '.join(NAMES)})")
+            # each message says what is valid for its own entry (an unknown name lists NAMES)
+            raise ParamError("; ".join(errors))
         # Layer before model would be checked against the old model's layers: callers that
         # switch models call set_layers first, then update.
         with self._lock:

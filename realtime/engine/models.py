@@ -361,6 +361,28 @@ def weights_status(name: str) -> str:
     return f"not cached; downloads {weights_url(name)} to {path} on first use"
 
 
+def auto_choice(weights: str | Path | None = None) -> tuple[str, str]:
+    """The model `auto` dreams with here, judged without downloading anything, and why.
+
+    GoogLeNet when a weights file is given or its weights are cached; else the bundled
+    EfficientNet-Lite0 (a run with network access would download GoogLeNet's weights first).
+
+    Returns:
+        (model name, one line saying why).
+    """
+    if weights is not None:
+        return DEFAULT_MODEL, f"auto: {DEFAULT_MODEL} (weights file {weights})"
+    if cache_path(DEFAULT_MODEL).is_file():
+        return (
+            DEFAULT_MODEL,
+            f"auto: {DEFAULT_MODEL} (weights cached at {cache_path(DEFAULT_MODEL)})",
+        )
+    return FALLBACK_MODEL, (
+        f"auto: {FALLBACK_MODEL}, the bundled model (GoogLeNet's weights are not cached at "
+        f"{cache_path(DEFAULT_MODEL)}; online, a run downloads them and dreams {DEFAULT_MODEL})"
+    )
+
+
 def _weights_file(name: str, weights: str | Path | None, progress: bool) -> Path:
     """The state dict file for an explicitly named model; ModelError says how to get it."""
     if weights is not None:
