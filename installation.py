@@ -174,38 +174,42 @@ def _config_from(args: argparse.Namespace):
     """The config file plus --set plus the dedicated flags (flags win)."""
     from realtime.control.config import load_config
 
-    flags = {
-        "model.name": getattr(args, "model", None),
-        "model.weights": getattr(args, "weights", None),
-        "model.layer": getattr(args, "layer", None),
-        "model.target": getattr(args, "target", None),
-        "model.device": getattr(args, "device", None),
-        "capture.source": getattr(args, "source", None),
-        "capture.size": getattr(args, "size", None),
-        "record.path": getattr(args, "record", None),
-        "display.screen": getattr(args, "screen", None),
-        "osc.host": getattr(args, "osc_host", None),
-        "osc.port": getattr(args, "osc_port", None),
-        "osc.status_to": getattr(args, "status_to", None),
-        "midi.port": getattr(args, "midi", None),
-        "log.file": getattr(args, "log_file", None),
-        "log.level": getattr(args, "log_level", None),
+    flags = {  # config key -> the flag that sets it
+        "model.name": "model",
+        "model.weights": "weights",
+        "model.layer": "layer",
+        "model.target": "target",
+        "model.device": "device",
+        "capture.source": "source",
+        "capture.size": "size",
+        "record.path": "record",
+        "display.screen": "screen",
+        "osc.host": "osc_host",
+        "osc.port": "osc_port",
+        "osc.status_to": "status_to",
+        "midi.port": "midi",
+        "log.file": "log_file",
+        "log.level": "log_level",
     }
+    values = {key: (flag, getattr(args, flag, None)) for key, flag in flags.items()}
     if getattr(args, "fullscreen", False):
-        flags["display.fullscreen"] = True
+        values["display.fullscreen"] = ("fullscreen", True)
     for name, value in vars(args).items():  # flags generated from the knob table
         if name.startswith("knob_"):
             section, _, key = name.removeprefix("knob_").partition("_")
-            flags[f"{section}.{key}"] = value
+            values[f"{section}.{key}"] = (key, value)
     overrides = list(args.set)
-    for key, value in flags.items():
+    blame = {}  # override -> the flag as typed, so that a refusal names what the user wrote
+    for key, (flag, value) in values.items():
         if value is None:
             continue
-        overrides.append(f"{key}={json.dumps(value)}")  # JSON strings are valid TOML strings
+        item = f"{key}={json.dumps(value)}"  # JSON strings are valid TOML strings
+        overrides.append(item)
+        blame[item] = "--" + flag.replace("_", "-") + ("" if value is True else f" {value}")
     config = args.config
     if config and config.lower().endswith(".png"):
         config = None  # a snapshot PNG: defaults here, its parameters once the model is loaded
-    return load_config(config, overrides)
+    return load_config(config, overrides, blame)
 
 
 def _default_preset(args: argparse.Namespace) -> None:

@@ -231,6 +231,10 @@ def test_render_video_keeps_frame_count_and_rate(tmp_path):
     assert len(frames_out) == len(frames_in) == 7
     assert fps_out == pytest.approx(fps_in)
     assert "7/7" in run.stderr  # the progress bar reached the end
+    assert run.stderr.count("model: ") == 1  # the model choice, logged once
+    # not a terminal: the bar writes whole lines, so a log line never lands inside one
+    assert "\r" not in run.stderr
+    assert all(line.startswith(("dreaming", "0", "1", "2")) for line in run.stderr.splitlines())
 
 
 def test_render_image(tmp_path):
@@ -240,6 +244,7 @@ def test_render_image(tmp_path):
     cv2.imwrite(str(src), cv2.cvtColor(skimage.data.chelsea()[::3, ::3], cv2.COLOR_RGB2BGR))
     run = cli("render", str(src), str(dst), "--device", "cpu", "--steps", "2", "--octaves", "2")
     assert run.returncode == 0, run.stderr
+    assert run.stderr.count("model: ") == 1  # the model choice, logged once
     before, after = cv2.imread(str(src)), cv2.imread(str(dst))
     assert after.shape == before.shape
     assert np.abs(after.astype(int) - before.astype(int)).mean() > 2

@@ -114,10 +114,18 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    blame: typing.Mapping[str, str] | None = None,
+) -> Config:
     """Read a TOML file (default: config/default.toml), then apply `section.key=value` overrides.
 
     A bare name such as "cpu" is taken as a preset in config/.
+
+    Args:
+        blame: override -> what the user typed for it (a flag such as "--steps 99"), named
+            when it is refused; "--set OVERRIDE" otherwise.
 
     Raises:
         ConfigError: unreadable file, unknown section or key, or a bad value.
@@ -143,9 +151,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         raise ConfigError(f"config file {str(path)!r} {err}") from err
     for item in overrides:
         section, key, value = parse_override(item)
-        build_config(
-            {section: {key: value}}, source=f"--set {item}"
-        )  # blame the flag, not the file
+        # blame the command line, not the file
+        build_config({section: {key: value}}, source=(blame or {}).get(item, f"--set {item}"))
         data.setdefault(section, {})[key] = value
     return build_config(data, source=str(path))
 

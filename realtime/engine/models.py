@@ -343,8 +343,7 @@ def download_weights(
         raise ModelError(f"could not download {url}: {err}") from err
     finally:
         partial.unlink(missing_ok=True)
-    logger.info("downloaded %s weights to %s", name, dest)
-    return dest
+    return dest  # not logged here: load_model's one line says which model and where from
 
 
 def weights_status(name: str) -> str:
@@ -471,8 +470,9 @@ def load_model(
                 reason = f"model: {name} ({missing})"
     else:
         name = resolve_model_name(name)
+        fetched = weights is None and name != FALLBACK_MODEL and not cache_path(name).is_file()
         path = _weights_file(name, weights, progress)
-        reason = f"model: {name} (weights from {path})"
+        reason = f"model: {name} ({'downloaded weights to' if fetched else 'weights from'} {path})"
     state = _read_state_dict(path)
     if name == "googlenet":  # torchvision's file holds the auxiliary classifiers; not used here
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
