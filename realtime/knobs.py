@@ -302,6 +302,13 @@ class CaptureConfig(Section, section="capture"):
     size: str = knob(
         "640x360", doc="frame size WxH; frames are scaled to it on capture", check=parse_size
     )
+    fit: str = knob(
+        "auto",
+        doc="how a picture of another shape fills the frame: crop (trim the longer side), "
+        "letterbox (the whole picture, black bars); auto: letterbox a still picture, crop "
+        "cameras and video",
+        choices=("auto", "crop", "letterbox"),
+    )
     fps: float = knob(
         30.0, 1, 240, "pace of files, stills and the demo (cameras run at their own)", unit="fps"
     )

@@ -162,7 +162,9 @@ def run(
         source = open_source(cfg.capture.source, size)
         # A video file plays at its own rate; stills and the demo at the configured pace.
         pace = None if isinstance(source, VideoFileSource) else cfg.capture.fps
-        capture = CaptureThread(source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout)
+        capture = CaptureThread(
+            source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout, fit=cfg.capture.fit
+        )
         capture.start()
         parts.add("capture", capture.stop)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import http.client
 import logging
@@ -239,8 +240,10 @@ def random_model(name: str, device: str | torch.device = "cpu") -> DreamModel:
     return model.eval().requires_grad_(False).to(device)
 
 
+@functools.lru_cache(maxsize=len(MODEL_NAMES))
 def model_layers(name: str) -> tuple[str, ...]:
-    """Dreamable layer names of a model, shallow to deep, without loading any weights."""
+    """Dreamable layer names of a model, shallow to deep, without loading any weights (built
+    once per model: a refusal on the OSC thread looks them up)."""
     return build_architecture(name).layers
 
 
