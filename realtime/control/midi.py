@@ -101,7 +101,7 @@ class BindingsFile:
             raise MidiError(f"cannot read MIDI bindings file {self.path}: {err}") from err
         try:
             data = json.loads(text)
-        except json.JSONDecodeError as err:
+        except (json.JSONDecodeError, RecursionError) as err:  # RecursionError: nested too deep
             raise MidiError(
                 f"MIDI bindings file {self.path} is not valid JSON ({err}); fix it or delete it "
                 f"to learn afresh"
@@ -155,7 +155,7 @@ def _parse(data: object, path: Path) -> dict[str, dict[Control, str]]:
         bindings: dict[Control, str] = {}
         for entry in entries:
             ok = isinstance(entry, dict) and set(entry) == {"channel", "control", "param"}
-            ch, cc, param = (entry.get(k) for k in ("channel", "control", "param")) if ok else ()
+            ch, cc, param = (entry.get(k) if ok else None for k in ("channel", "control", "param"))
             if not (
                 ok
                 and type(ch) is int

@@ -164,6 +164,10 @@ def test_bindings_are_loaded_per_device_when_the_port_number_changes(params, tmp
          "control\": 0-127"),
         ('{"version": 1, "devices": {"x": [{"channel": 1, "control": 7, "param": "layer"}]}}',
          "bad binding"),
+        ('{"version": 1, "devices": {"x": [7]}}', "bad binding 7"),
+        ('{"version": 1, "devices": {"x": {"channel": 1}}}', "expected a list of bindings"),
+        ('{"version": 1, "devices": {"x": [{"channel": true, "control": 7, "param": "mix"}]}}',
+         "bad binding"),
     ],
 )  # fmt: skip
 def test_a_malformed_bindings_file_is_refused_with_what_is_valid(tmp_path, text, why):
