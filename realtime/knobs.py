@@ -322,6 +322,13 @@ class CaptureConfig(Section, section="capture"):
     size: str = knob(
         "640x360", doc="frame size WxH; frames are scaled to it on capture", check=parse_size
     )
+    fit: str = knob(
+        "auto",
+        doc="how a picture of another shape fills the frame: crop (trim the longer side), "
+        "letterbox (the whole picture, black bars); auto: letterbox a still picture, crop "
+        "cameras and video",
+        choices=("auto", "crop", "letterbox"),
+    )
     fps: float = knob(
         30.0, 1, 240, "pace of files, stills and the demo (cameras run at their own)", unit="fps"
     )
@@ -585,6 +592,19 @@ class AudienceConfig(Section, section="audience"):
         True, doc="show the page's QR code and what is dreamed in the window (key A toggles)"
     )
     corner: str = knob("bottom-right", doc="window corner of the QR code", choices=CORNERS)
+
+
+@dataclass(frozen=True)
+class MidiConfig(Section, section="midi"):
+    """MIDI learn: a controller's knobs drive the live parameters (needs the `midi` extra)."""
+
+    port: str = knob(
+        "",
+        doc="MIDI input to open: auto (the first), or (part of) its name; empty: no MIDI",
+    )
+    bindings: str = knob(
+        "midi-bindings.json", doc="JSON file of the learnt bindings, per device (read at start)"
+    )
 
 
 @dataclass(frozen=True)

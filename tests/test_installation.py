@@ -231,6 +231,10 @@ def test_render_video_keeps_frame_count_and_rate(tmp_path):
     assert len(frames_out) == len(frames_in) == 7
     assert fps_out == pytest.approx(fps_in)
     assert "7/7" in run.stderr  # the progress bar reached the end
+    assert run.stderr.count("model: ") == 1  # the model choice, logged once
+    # not a terminal: the bar writes whole lines, so a log line never lands inside one
+    assert "\r" not in run.stderr
+    assert all(line.startswith(("dreaming", "0", "1", "2")) for line in run.stderr.splitlines())
 
 
 def test_render_image(tmp_path):
@@ -240,6 +244,7 @@ def test_render_image(tmp_path):
     cv2.imwrite(str(src), cv2.cvtColor(skimage.data.chelsea()[::3, ::3], cv2.COLOR_RGB2BGR))
     run = cli("render", str(src), str(dst), "--device", "cpu", "--steps", "2", "--octaves", "2")
     assert run.returncode == 0, run.stderr
+    assert run.stderr.count("model: ") == 1  # the model choice, logged once
     before, after = cv2.imread(str(src)), cv2.imread(str(dst))
     assert after.shape == before.shape
     assert np.abs(after.astype(int) - before.astype(int)).mean() > 2
@@ -262,6 +267,29 @@ def test_layers_and_classes_listings():
     ]
     run = cli("classes", "spider")
     assert run.returncode == 0 and "spider web" in run.stdout
+    assert "black widow" in run.stdout and "pier" not in run.stdout.split()
+
+
+@pytest.mark.parametrize("argv", [["layers"], ["layers", "--model", "auto"]])
+def test_layers_lists_the_model_auto_would_choose(argv, capsys, monkeypatch, tmp_path):
+    """Plain `layers` (and `--model auto`) lists what a run with model.name = auto dreams with."""
+    sys.path.insert(0, str(ROOT))
+    import installation
+    from realtime.engine import models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no GoogLeNet weights cached
+    assert installation.main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("auto: efficientnet_lite0, the bundled model")
+    assert [line.split()[1] for line in out.out.splitlines()] == list(
+        models.model_layers("efficientnet_lite0")
+    )
+    cached = models.cache_path("googlenet")  # the weights where a run would find them
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert installation.main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("auto: googlenet") and "inception4c" in out.out
 
 
 @pytest.mark.parametrize(
@@ -301,6 +329,7 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert message in run.stderr
     assert "Traceback" not in run.stderr
     assert len([line for line in run.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert "valid parameters" not in run.stderr  # what is valid for the value, not every name
 
 
 def test_a_config_file_that_is_not_toml_is_named(tmp_path):

@@ -129,6 +129,11 @@ def run(
     """
     size = parse_size(cfg.capture.size)
     check_audience(cfg.audience)  # a bad setting stops the start before the model loads
+    midi_port = None
+    if cfg.midi.port:  # checked before the model loads: a missing extra or port fails at once
+        from realtime.control.midi import find_midi
+
+        midi_port = find_midi(cfg.midi.port, cfg.midi.bindings)
     device = pick_device(cfg.model.device)
     model, _reason = load_model(  # load_model logs which model it chose and why
         None if cfg.model.name == "auto" else cfg.model.name,
@@ -159,7 +164,9 @@ def run(
         source = open_source(cfg.capture.source, size)
         # A video file plays at its own rate; stills and the demo at the configured pace.
         pace = None if isinstance(source, VideoFileSource) else cfg.capture.fps
-        capture = CaptureThread(source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout)
+        capture = CaptureThread(
+            source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout, fit=cfg.capture.fit
+        )
         capture.start()
         parts.add("capture", capture.stop)
 
@@ -205,7 +212,13 @@ def run(
         watchdog.start()
         parts.add("watchdog", watchdog.stop)
         audience = start_audience(cfg.audience, params, parts)
-        _start_osc(cfg, params, stats, parts, None if audience is None else audience[0])
+        midi = None
+        if midi_port is not None:
+            from realtime.control.midi import open_midi
+
+            midi, close_midi = open_midi(params, *midi_port)
+            parts.add("midi", close_midi)
+        _start_osc(cfg, params, stats, parts, None if audience is None else audience[0], midi)
         stats_log = StatsLogger(stats, cfg.log.stats_interval)
         stats_log.start()
         parts.add("stats log", stats_log.stop)
@@ -226,6 +239,7 @@ def run(
                 on_close=parts.stop.set,
                 size=window_size(size),
                 audience=None if audience is None else audience[1],
+                midi=midi,
             )
             # --frames ends a windowed run too: the loop's done event closes the window.
             threading.Thread(
@@ -302,7 +316,9 @@ def _snapshot_saver(cfg: Config, params: LiveParams, parts: Parts):
     )
 
 
-def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts, audience=None) -> None:
+def _start_osc(
+    cfg: Config, params: LiveParams, stats, parts: Parts, audience=None, midi=None
+) -> None:
     """Start the OSC server and status sender; a busy port is logged and the show goes on without.
 
     A bad osc.host or osc.allow never gets here: the configuration refuses it at start."""
@@ -338,6 +354,7 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts, audience=No
             status=status,
             snapshot_dir=cfg.record.snapshot_dir,
             audience=audience,
+            midi=midi,
         )
         server.start()
     except OSError as err:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from realtime.control import presets
 from realtime.control.audience import AudienceQueue
+from realtime.control.midi import MidiError, MidiLearn
 from realtime.control.oscpacket import PacketError, split_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.control.ratelimit import Quota, Senders, TokenBucket
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/dream/"
 PATTERN_CHARS = "*?[]{}"  # OSC address pattern syntax, refused (exact addresses only)
 _TRIGGERS = ("reset", "snapshot", "sync")
+MIDI_LEARN = PREFIX + "midi/learn"
 MAX_SHOWN = 400  # characters of a refusal shown in the log and sent as /dream/status/error
 MAX_DATAGRAM = 65535  # whole datagrams: a shorter read would cut big bundles
 POLL_S = 0.1  # how often the server thread looks up from the socket: stop() and summaries
@@ -140,6 +142,7 @@ class OscServer:
         snapshot_dir: str | Path | None = None,
         limits: Limits = LIMITS,
         audience: AudienceQueue | None = None,
+        midi: MidiLearn | None = None,
     ) -> None:
         """Bind the socket now (so a busy port fails here), serve after start().
 
@@ -154,6 +157,7 @@ class OscServer:
             snapshot_dir: where /dream/preset also finds snapshot PNGs by name; None: not at all.
             limits: the rates and caps (see Limits).
             audience: the visitors' requests that /dream/audience controls; None: refused.
+            midi: the MIDI learner that /dream/midi/learn arms; None: MIDI is off.
 
         Raises:
             OscError: an allow entry is not an IP address or network, or the port cannot be
@@ -165,6 +169,8 @@ class OscServer:
         self._snapshot_dir = snapshot_dir
         self._limits = limits
         self._audience = audience
+
+        self._midi = midi
         try:
             self._allow = parse_networks(tuple(allow))
         except KnobError as err:
@@ -456,6 +462,7 @@ class OscServer:
         d.map(PREFIX + "pause", self._on_pause)
         d.map(PREFIX + "preset", self._on_preset)
         d.map(PREFIX + "audience", self._on_audience)
+        d.map(MIDI_LEARN, self._on_midi_learn)
         for name in _TRIGGERS:
             d.map(PREFIX + name, functools.partial(self._on_trigger, name))
 
@@ -601,6 +608,20 @@ class OscServer:
         self.applied += 1
         self._report(self._applied, lambda: f"OSC {address}: audience {printable(word)}")
 
+    def _on_midi_learn(self, client: tuple, address: str, args: tuple) -> None:
+        param = self._one_value(client, address, args, "a parameter name, or none to cancel")
+        if param is None:
+            return
+        if self._midi is None:
+            self._refuse(client, address, "MIDI is off; start with --midi [PORT]")
+            return
+        try:
+            self._midi.learn(str(param))
+        except MidiError as err:
+            self._refuse(client, address, str(err))
+            return
+        self.applied += 1
+
     def _on_unknown(self, client: tuple, address: str, args: tuple) -> None:
         if any(c in address for c in PATTERN_CHARS):
             self._refuse(
@@ -684,6 +705,15 @@ def address_table() -> list[dict[str, str]]:
             "on",
             "audience requests (--audience): on or off (off empties the queue), clear the "
             "queue, or skip to the next request",
+        ),
+        _row(
+            "in",
+            MIDI_LEARN,
+            "s",
+            "parameter name, or none",
+            "",
+            "MIDI learn (with --midi): the next moved control drives this parameter; none "
+            "cancels (key M in the window does the same)",
         ),
         _row(
             "in",

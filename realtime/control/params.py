@@ -217,7 +217,8 @@ class LiveParams:
             except ParamError as err:
                 errors.append(str(err))
         if errors:
-            raise ParamError("; ".join(errors) + f" (valid parameters: {', '.join(NAMES)})")
+            # each message says what is valid for its own entry (an unknown name lists NAMES)
+            raise ParamError("; ".join(errors))
         # Layer before model would be checked against the old model's layers: callers that
         # switch models call set_layers first, then update.
         with self._lock:
@@ -452,11 +453,24 @@ def _resolve_layer(value: object, layers: tuple[str, ...], model: str) -> str:
                 if name.lower() == text.lower():
                     return name
             raise ParamError(
-                f"unknown layer {text!r} for {model}; valid layers: "
-                f"{', '.join(layers)} (or an index 0-{len(layers) - 1})"
+                f"unknown layer {text!r} for {model}{_other_model_hint(text, model)}; valid "
+                f"layers: {', '.join(layers)} (or an index 0-{len(layers) - 1})"
             ) from None
     index = int(round(_number(KNOBS["layer"], value)))
     return layers[min(max(index, 0), len(layers) - 1)]
+
+
+def _other_model_hint(layer: str, model: str) -> str:
+    """ " (inception4c is a googlenet layer: ...)" when another model has the layer, else ""."""
+    from realtime.engine.models import MODEL_NAMES, model_layers
+
+    for other in MODEL_NAMES:
+        if other != model and layer.lower() in (n.lower() for n in model_layers(other)):
+            return (
+                f" ({layer} is a {other} layer: pass --model {other}, which needs its weights, "
+                f"or take a layer of {model})"
+            )
+    return ""
 
 
 def _resolve_target(value: object) -> int | None:

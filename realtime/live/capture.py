@@ -19,15 +19,24 @@ DEFAULT_PACE_FPS = 30.0  # rate for non-live sources that have none of their own
 POLL = 0.1  # seconds between checks of the stop flag while waiting on a blocked read
 
 
-def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Crop `image` to the aspect ratio of `size` (centred) and resize it to `size` (w, h).
+def fit_frame(image: np.ndarray, size: tuple[int, int], fit: str = "crop") -> np.ndarray:
+    """`image` (H, W, 3) made exactly `size` (w, h) without distorting it.
 
-    Cropping first keeps people undistorted when a 16:9 camera feeds a 4:3 dream.
+    Args:
+        fit: "crop": fill the frame, trimming the longer side (centred), as a 16:9 camera feeds
+            a 4:3 dream; "letterbox": the whole picture, scaled to fit, with black bars.
     """
     w, h = size
     ih, iw = image.shape[:2]
     if (iw, ih) == (w, h):
         return image
+    if fit == "letterbox":
+        s = min(w / iw, h / ih)
+        fw, fh = max(1, min(w, round(iw * s))), max(1, min(h, round(ih * s)))
+        out = np.zeros((h, w, 3), np.uint8)  # (H, W, 3) black bars around the picture
+        x, y = (w - fw) // 2, (h - fh) // 2
+        out[y : y + fh, x : x + fw] = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
+        return out
     if iw * h > ih * w:  # too wide: trim the sides
         cw = max(1, round(ih * w / h))
         x = (iw - cw) // 2
@@ -38,6 +47,14 @@ def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = image[y : y + ch]
     # INTER_AREA averages whole source pixels: no aliasing shimmer when shrinking.
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def fit_mode(fit: str, source: FrameSource) -> str:
+    """capture.fit for a source: "auto" letterboxes a still picture (nothing of a portrait is
+    cut away) and crops moving pictures (cameras, video: the frame stays filled)."""
+    if fit == "auto":
+        return "letterbox" if source.still else "crop"
+    return fit
 
 
 class _Reader:
@@ -111,6 +128,7 @@ class CaptureThread:
         stall_timeout: float = 2.0,
         backoff: tuple[float, float] = (0.5, 8.0),
         on_event: Callable[[str, str], None] | None = None,
+        fit: str = "auto",
     ) -> None:
         """
         Args:
@@ -123,6 +141,8 @@ class CaptureThread:
             backoff: (first, longest) delay in seconds before a reopen; doubles each failure.
             on_event: called as on_event(kind, message) on the capture thread for "stalled",
                 "ended", "error", "reopen_failed" and "back"; it must return quickly.
+            fit: how frames of another shape are made `size`: crop, letterbox, or auto
+                (see fit_mode).
         """
         if len(size) != 2 or min(size) < 1:
             raise SourceError(f"expected size (width, height) in pixels, got {size!r}")
@@ -135,6 +155,7 @@ class CaptureThread:
             )
         self.source = source
         self.size = (int(size[0]), int(size[1]))
+        self.fit = fit_mode(fit, source)
         self.fps = fps
         self.stall_timeout = stall_timeout
         self.backoff = backoff
@@ -238,7 +259,7 @@ class CaptureThread:
                 if self._stop.is_set():
                     break
                 if problem is None:
-                    image = fit_frame(reader.result, self.size)
+                    image = fit_frame(reader.result, self.size, self.fit)
                     self.slot.put(Frame(image, reader.read_at, index))
                     index += 1
                     with self._lock:

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from realtime.control.config import DisplayConfig
+from realtime.control.midi import MidiLearn
 from realtime.control.params import LiveParams
 from realtime.live.slot import LatestSlot, Output
 from realtime.present.audience_hud import AudienceHud, AudienceShow
@@ -58,6 +59,13 @@ _BINDINGS = (
         "A",
         "show / hide the audience QR code and what visitors asked for",
         "_toggle_audience",
+    ),
+    (
+        ("M",),
+        "M",
+        "MIDI learn (with --midi): arm the next parameter, then move a control to bind it "
+        "(Shift+M: cancel)",
+        "_midi_learn",
     ),
     (("Q", "ESCAPE"), "Q, Escape", "quit", "_quit"),
 )
@@ -131,6 +139,7 @@ class DreamWindow:
         size: tuple[int, int] = (1280, 720),
         targets: Sequence[int] | None = None,
         audience: AudienceShow | None = None,
+        midi: MidiLearn | None = None,
     ) -> None:
         """Open the window, compile the shaders and get ready to draw.
 
@@ -145,6 +154,7 @@ class DreamWindow:
             size: the window's (width, height) when not fullscreen.
             targets: ImageNet class indices cycled by key T; None = DEFAULT_TARGET_NAMES.
             audience: the audience requests' QR code and line to show in a corner; None: none.
+            midi: the MIDI learner key M arms; None: MIDI is off.
 
         Raises:
             DisplayError: no display or GL context, or the shaders failed.
@@ -157,6 +167,7 @@ class DreamWindow:
         self._config = config
         self._stats = stats
         self._on_close = on_close
+        self._midi = midi
         if targets is None:
             from realtime.engine.classes import resolve_class
 
@@ -417,6 +428,14 @@ class DreamWindow:
     def _toggle_audience(self, _mod: int) -> None:
         if self._audience is not None:
             self._audience.visible = not self._audience.visible
+
+    def _midi_learn(self, modifiers: int) -> None:
+        if self._midi is None:
+            logger.info("key: MIDI learn needs --midi [PORT]")
+        elif modifiers & self._pyglet.window.key.MOD_SHIFT:
+            self._midi.learn(None)
+        else:
+            self._midi.learn_next()
 
     def _quit(self, _mod: int) -> None:
         logger.info("key: quit")

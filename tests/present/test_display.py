@@ -274,6 +274,24 @@ def test_keys_drive_the_live_params(make_window, params):
     assert params.snapshot().version == after.version + 1 and not window.closed
 
 
+def test_key_m_arms_midi_learn_and_shift_m_cancels(make_window, params, tmp_path):
+    from pyglet.window import key
+
+    from realtime.control.midi import LEARNABLE, BindingsFile, MidiLearn
+
+    midi = MidiLearn(params, "controller", BindingsFile(tmp_path / "midi.json"))
+    window, _ = make_window(midi=midi)
+    press(window, key.M)
+    assert midi.armed == LEARNABLE[0]
+    press(window, key.M)
+    assert midi.armed == LEARNABLE[1]
+    press(window, key.M, key.MOD_SHIFT)
+    assert midi.armed is None
+    plain, _ = make_window()  # no --midi: the key is answered with a log line, nothing else
+    press(plain, key.M)
+    assert not plain.closed
+
+
 def test_default_targets_are_classic_classes(make_window, params):
     from pyglet.window import key
 
