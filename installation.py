@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--osc-host", help="address the OSC server binds (0.0.0.0 exposes it)")
     run.add_argument("--osc-port", type=int, help="UDP port the OSC server listens on")
     run.add_argument("--status-to", help="HOST:PORT to send status messages to")
+    run.add_argument(
+        "--ndi",
+        metavar="NAME",
+        help="also send the dream as the NDI source NAME (TouchDesigner's NDI In TOP, Resolume, "
+        "OBS); needs pip install '.[ndi]'",
+    )
+    run.add_argument(
+        "--stream",
+        metavar="URL",
+        help="also stream the dream through ffmpeg: udp://HOST:PORT, srt://HOST:PORT, "
+        "rtsp://HOST:PORT/PATH, rtmp://HOST/APP/KEY or a v4l2loopback /dev/videoN",
+    )
 
     render = sub.add_parser("render", help="dream an image or a video file offline")
     render.add_argument("input")
@@ -174,6 +186,8 @@ def _config_from(args: argparse.Namespace):
         "osc.host": getattr(args, "osc_host", None),
         "osc.port": getattr(args, "osc_port", None),
         "osc.status_to": getattr(args, "status_to", None),
+        "output.ndi": getattr(args, "ndi", None),
+        "output.stream": getattr(args, "stream", None),
         "log.file": getattr(args, "log_file", None),
         "log.level": getattr(args, "log_level", None),
     }
@@ -217,7 +231,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     _setup_logging(cfg)
     headless, frames = args.headless, args.frames
-    if not headless and not app.display_available():
+    if not headless and not app.display_available() and (cfg.output.ndi or cfg.output.stream):
+        headless = True  # the picture goes to the outputs: no demo clip, no frame limit
+        logger.info("no display found: running headless, sending to the outputs until stopped")
+    elif not headless and not app.display_available():
         headless = True
         if frames is None:
             frames = DEMO_FRAMES

@@ -20,6 +20,7 @@ from realtime.knobs import (
     LogConfig,
     ModelConfig,
     OscConfig,
+    OutputConfig,
     RecordConfig,
     TargetConfig,
     WatchdogConfig,
@@ -47,6 +48,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     osc: OscConfig = field(default_factory=OscConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     attract: AttractConfig = field(default_factory=AttractConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     log: LogConfig = field(default_factory=LogConfig)
