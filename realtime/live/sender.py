@@ -16,6 +16,11 @@ logger = logging.getLogger(__name__)
 
 WAIT_S = 0.25  # the sender thread looks at its stop event at least this often
 JOIN_S = 3.0  # stop() waits this long for the thread (a stream's ffmpeg is given 2 s to finish)
+# A reopened output works again once it has sent this many frames over at least this long: an
+# ffmpeg takes a second or more to start and find its address refused, and one that hangs on a
+# connection takes no more frames once its pipe is full.
+TRIAL_S = 3.0
+TRIAL_FRAMES = 30
 
 
 class OutputError(RuntimeError):
@@ -45,8 +50,8 @@ class FrameSender:
 
     A fault is logged once (later faults of the same output at debug level), passed to
     `on_error` and shown in `state`; with `retry_s`, the output is opened again that long
-    after a fault, and when it then runs for `retry_s` without a fault, one line says it works
-    again. Nothing a subclass raises other than OutputFault is caught: that is a bug.
+    after a fault, and when it then sends TRIAL_FRAMES over TRIAL_S without a fault, one line
+    says it works again. Nothing a subclass raises other than OutputFault is caught: that is a bug.
 
     Threads: __call__ from the dream thread; start(), stop() and stats() from any thread.
     """
@@ -83,7 +88,8 @@ class FrameSender:
         # Owned by the sender thread:
         self._open_size: tuple[int, int] | None = None  # (width, height) opened, None: closed
         self._retry_at = 0.0  # monotonic time from which a failed output may be opened again
-        self._recovering_since: float | None = None  # reopened after a fault, on trial
+        self._recovering_since: float | None = None  # reopened after a fault, on trial ...
+        self._trial_sent = 0  # ... and the frames it has sent since
 
     # --- the dream thread ----------------------------------------------------------------
 
@@ -168,7 +174,7 @@ class FrameSender:
                 return
             self._open_size = size
             if self._state == "failed":
-                self._recovering_since = time.monotonic()
+                self._recovering_since, self._trial_sent = time.monotonic(), 0
         try:
             self._send(image)
         except OutputFault as err:
@@ -178,8 +184,11 @@ class FrameSender:
             self.sent += 1
             if self._state == "starting":
                 self._state = "sending"
-        if self._recovering_since is not None and (
-            time.monotonic() - self._recovering_since >= (self.retry_s or 0.0)
+        self._trial_sent += 1
+        if (
+            self._recovering_since is not None
+            and self._trial_sent >= TRIAL_FRAMES
+            and time.monotonic() - self._recovering_since >= TRIAL_S
         ):
             self._recovering_since = None
             with self._lock:
