@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--profile", action="store_true", help="also profile the first row: where the time goes"
     )
+    outs = bench.add_argument_group("the outputs (--outputs)")
+    outs.add_argument(
+        "--outputs",
+        action="store_true",
+        help="measure the loop's fps with the NDI and stream outputs off and on, in turns",
+    )
+    outs.add_argument("--rounds", type=int, default=3, help="pairs of runs (off, on)")
     look = bench.add_argument_group("the look (--look)")
     look.add_argument(
         "--look",
@@ -340,6 +347,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json == "bench.json":
             args.json = "look.json"
         return look_main(args)
+    if args.outputs:
+        from realtime.app.bench_outputs import main as outputs_main
+
+        if args.rounds < 1:
+            raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
+        result = outputs_main(args)
+        path = Path("outputs.json" if args.json == "bench.json" else args.json)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("wrote %s", path.resolve())
+        return 0
     from realtime.app.bench import main as bench_main
 
     return bench_main(args)

@@ -82,7 +82,8 @@ class FrameSender:
         self._lock = threading.Lock()
         self._state = "starting"  # starting | sending | failed | stopped
         self.error = ""  # what made it fail last; "" while it works
-        self.errors = 0  # faults so far
+        self.errors = 0  # times it went from working (or starting) to failed; retries not
+        self.retries = 0  # faults while already failed (each retry that failed again)
         self.sent = 0  # frames sent
         self._unsent = 0  # frames taken from the slot but not sent (the output was failed)
         # Owned by the sender thread:
@@ -202,7 +203,10 @@ class FrameSender:
         with self._lock:
             first = self._state != "failed"
             self._state, self.error = "failed", message
-            self.errors += 1
+            if first:
+                self.errors += 1
+            else:
+                self.retries += 1
             self._unsent += 1
         if self.retry_s is None:
             self._retry_at = float("inf")

@@ -3,9 +3,11 @@ status says about them, and the refusals at start."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -87,3 +89,33 @@ def test_ndi_without_its_library_is_one_line_at_start_saying_how_to_install_it(t
 def test_a_bad_output_is_refused_by_the_config_with_what_is_valid(key, value, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [f'{key}="{value}"'])
+
+
+def test_bench_outputs_takes_off_and_on_runs_in_turn(tmp_path):
+    require(shutil.which("ffmpeg") is not None, "ffmpeg is not installed")
+    require(HAVE_NDI, "ndi-python is not installed (pip install '.[ndi]'; Python 3.11+)")
+    out = tmp_path / "outputs.json"
+    run = subprocess.run(
+        [sys.executable, "installation.py", "bench", "--outputs", "--quick", "--device", "cpu"]
+        + ["--rounds", "2", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert "| round | outputs | fps | ndi sent / dropped | stream sent / dropped |" in run.stdout
+    assert re.search(r"Mean fps: off [\d.]+, on [\d.]+ \([+-][\d.]+%\); goal within 5%", run.stdout)
+    result = json.loads(out.read_text())
+    assert [(r["round"], r["outputs"]) for r in result["runs"]] == [
+        (1, False),
+        (1, True),
+        (2, False),
+        (2, True),
+    ]
+    for r in result["runs"]:
+        assert r["fps"] > 0
+        if r["outputs"]:  # both outputs sent frames in every "on" run
+            assert r["ndi_sent"] > 0 and r["stream_sent"] > 0
+        else:
+            assert "ndi_sent" not in r
