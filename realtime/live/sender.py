@@ -155,10 +155,14 @@ class FrameSender:
                     continue
                 seen = count
                 self._handle(getattr(frame, "dream", frame))
-        finally:
+        finally:  # also when a bug raised (its traceback is printed): the dream goes on
             self._shut()
             with self._lock:
-                self._state = "stopped"
+                crashed = not self._stop.is_set()
+                self._state = "failed" if crashed else "stopped"
+                self.error = "its thread ended on an error (see the log)" if crashed else self.error
+            if crashed:
+                logger.error("%s output to %s ended on an error", self.kind, self.target)
 
     def _handle(self, image: np.ndarray) -> None:
         """Send one frame, opening the output first when it is closed (and may be retried)."""

@@ -129,3 +129,23 @@ def test_stop_joins_and_closes(gate):
     gate.stop()
     assert gate.state == "stopped" and gate.closed == 1
     gate.stop()  # idempotent
+
+
+class Buggy(Gate):
+    def _send(self, image: np.ndarray) -> None:
+        raise ZeroDivisionError("a bug in the output")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_bug_in_an_output_ends_its_thread_as_failed_not_the_show(caplog):
+    out = Buggy()
+    out.start()
+    try:
+        out(frame(0))
+        assert wait_for(lambda: out.state == "failed")
+        for i in range(1, 50):  # the dream thread still hands frames in, never blocked
+            out(frame(i))
+    finally:
+        out.stop()
+    assert out.state == "failed" and "ended on an error" in caplog.text
+    assert out.closed == 1 and out.dropped == 48
