@@ -77,7 +77,7 @@ def start_outputs(
     stops: list[Callable[[], None]] = []
     notes: list[str] = []
     try:
-        from realtime.live.ndi import NdiOutput, load_ndi
+        from realtime.live.ndi import NdiOutput, find_source, load_ndi
 
         ndi_out = NdiOutput(NAME, fps=fps)
     except OutputError as err:
@@ -87,10 +87,11 @@ def start_outputs(
         stops.append(ndi_out.stop)
         ndi_out(np.zeros((size[1], size[0], 3), np.uint8))  # the source appears with a frame
         deadline = time.monotonic() + 10.0
-        while not ndi_out.address and ndi_out.state != "failed" and time.monotonic() < deadline:
+        while not ndi_out.source and ndi_out.state != "failed" and time.monotonic() < deadline:
             time.sleep(0.05)
-        if ndi_out.address:
-            receiver = NdiReceiver(load_ndi(), ndi_out.address)
+        address = ndi_out.address or find_source(load_ndi(), ndi_out.source, "127.0.0.1", 10.0)
+        if address:
+            receiver = NdiReceiver(load_ndi(), address)
             stops.insert(0, receiver.stop)
         else:
             notes.append("the NDI source was not found on 127.0.0.1: nobody received it")

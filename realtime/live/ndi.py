@@ -12,7 +12,7 @@ from realtime.knobs import KnobError, check_ndi_name
 from realtime.live.sender import FrameSender, OutputError, OutputFault
 
 INSTALL = "pip install 'dream-installation[ndi]' (or pip install ndi-python; it needs Python 3.11+)"
-FIND_S = 1.0  # how long the sender looks itself up to log its address (a LAN answers in ms)
+FIND_S = 3.0  # how long the sender looks itself up to log its address (ms when idle, s when busy)
 
 
 def load_ndi() -> ModuleType:

@@ -47,6 +47,7 @@ class FrameSender:
         _note(message, *args): what a subclass logs when it opens.
         _close(): let go of whatever is open, also after a failed _open, and when nothing
             is; must not raise.
+        _abort(): called by stop() on its own thread when a send is stuck: make it return.
 
     A fault is logged once (later faults of the same output at debug level), passed to
     `on_error` and shown in `state`; with `retry_s`, the output is opened again that long
@@ -136,6 +137,9 @@ class FrameSender:
         if thread is None:
             return
         thread.join(JOIN_S)
+        if thread.is_alive():  # stuck in a send (an ffmpeg waiting for a caller): cut it short
+            self._abort()
+            thread.join(JOIN_S)
         if thread.is_alive():
             logger.warning(
                 "%s output to %s did not stop within %.0f s; leaving it behind",
@@ -204,6 +208,8 @@ class FrameSender:
         """Close the output, count and report the fault (logged once until it works again)."""
         self._shut()
         self._recovering_since = None
+        if self._stop.is_set():  # stop() cut a stuck send short: not a fault of the show
+            return
         with self._lock:
             first = self._state != "failed"
             self._state, self.error = "failed", message
@@ -250,3 +256,6 @@ class FrameSender:
 
     def _close(self) -> None:
         raise NotImplementedError
+
+    def _abort(self) -> None:
+        """Make a send that is stuck return now (called by stop(), from another thread)."""

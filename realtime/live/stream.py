@@ -168,6 +168,11 @@ class StreamOutput(FrameSender):
         ended = f"exit code {code}" if code is not None else "its input closed"
         return f"ffmpeg stopped ({ended}); it said: {said}"
 
+    def _abort(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()  # the stuck write fails with a broken pipe
+
     def _close(self) -> None:
         proc, self._proc = self._proc, None
         if proc is None:

@@ -175,3 +175,19 @@ def test_odd_sizes_are_padded_and_devices_get_raw_frames():
 def test_a_bad_url_is_refused_at_start_with_the_valid_forms(url):
     with pytest.raises(OutputError, match=r"udp://127.0.0.1:5000 .* /dev/videoN"):
         StreamOutput(url)
+
+
+def test_stop_ends_an_ffmpeg_that_waits_for_a_caller_that_never_comes(ffmpeg, caplog):
+    out = StreamOutput(f"srt://127.0.0.1:{free_port()}?mode=listener", retry_s=1.0)
+    out.start()
+    feed(out, 10.0, until=lambda: out.pid is not None and out.sent > 0)
+    feed(out, 1.0)  # ffmpeg listens, its pipe fills, the sender thread's write blocks
+    pid = out.pid
+    started = time.monotonic()
+    with caplog.at_level(logging.ERROR):
+        out.stop()
+    assert time.monotonic() - started < 7.0  # two JOIN_S at most
+    assert out.state == "stopped" and out.pid is None
+    with pytest.raises(ProcessLookupError):  # no ffmpeg left behind, listening for ever
+        os.kill(pid, 0)
+    assert not caplog.records  # stopping is not a fault
