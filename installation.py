@@ -140,9 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     outs.add_argument(
         "--outputs",
         action="store_true",
-        help="measure the loop's fps with the NDI and stream outputs off and on, in turns",
+        help="measure the loop's fps with no output, NDI, the stream and both, in turns",
     )
-    outs.add_argument("--rounds", type=int, default=3, help="pairs of runs (off, on)")
+    outs.add_argument(
+        "--rounds", type=int, default=3, help="times each setting runs (off, ndi, stream, both)"
+    )
     look = bench.add_argument_group("the look (--look)")
     look.add_argument(
         "--look",
