@@ -11,6 +11,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -113,6 +114,23 @@ def start_outputs(
     return outputs, stops, notes
 
 
+def cpu_seconds(outputs: list[FrameSender]) -> float:
+    """CPU time so far of this process (every thread: the dream, NDI's, the receiver's) and of
+    the outputs' running ffmpeg processes (Linux: /proc; elsewhere this process only)."""
+    t = os.times()
+    total = t.user + t.system
+    for output in outputs:
+        pid = getattr(output, "pid", None)
+        if pid is None:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # not Linux, or it has just ended
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
 def measure(row: Row, model: DreamModel, device: torch.device, frames: int, rounds: int) -> dict:
     """Loop fps with no output, each output alone and all together, in turns, `rounds` times."""
     counts = COUNTS["cuda" if device.type == "cuda" else "cpu"]
@@ -132,11 +150,13 @@ def measure(row: Row, model: DreamModel, device: torch.device, frames: int, roun
         for r in range(rounds):
             for on in setups:
                 before = {o.kind: (o.sent, o.dropped) for o in on}
+                cpu = cpu_seconds(outputs)
                 result = run_loop(
                     model, device, row, counts.loop_warmup, frames, factory, 600.0, on
                 )
+                cpu = (cpu_seconds(outputs) - cpu) * 1000.0 / (counts.loop_warmup + frames)
                 label = "+".join(o.kind for o in on) or "off"
-                run = {"round": r + 1, "outputs": label, "fps": result["fps"]}
+                run = {"round": r + 1, "outputs": label, "fps": result["fps"], "cpu_ms": cpu}
                 for o in on:
                     run[f"{o.kind}_sent"] = o.sent - before[o.kind][0]
                     run[f"{o.kind}_dropped"] = o.dropped - before[o.kind][1]
@@ -173,7 +193,8 @@ def measure(row: Row, model: DreamModel, device: torch.device, frames: int, roun
 def format_table(head: dict, result: dict) -> str:
     """Every run in the order taken, then the means, the ratios per round and the goal."""
     kinds = [k for k in ("ndi", "stream") if any(f"{k}_sent" in r for r in result["runs"])]
-    columns = ["round", "outputs", "fps", *[f"{k} sent / dropped" for k in kinds]]
+    columns = ["round", "outputs", "fps", "CPU ms a frame"]
+    columns += [f"{k} sent / dropped" for k in kinds]
     lines = [
         f"# Outputs benchmark: {head['device_name']} ({head['device']})",
         "",
@@ -185,12 +206,20 @@ def format_table(head: dict, result: dict) -> str:
         "|" + "---|" * len(columns),
     ]
     for r in result["runs"]:
-        cells = [str(r["round"]), r["outputs"], f"{r['fps']:.2f}"]
+        cells = [str(r["round"]), r["outputs"], f"{r['fps']:.2f}", f"{r['cpu_ms']:.1f}"]
         for k in kinds:
             cells.append(f"{r[f'{k}_sent']} / {r[f'{k}_dropped']}" if f"{k}_sent" in r else "-")
         lines.append("| " + " | ".join(cells) + " |")
     means = result["mean_fps"]
     lines += ["", "Mean fps: " + ", ".join(f"{k} {v:.2f}" for k, v in means.items())]
+    cpu = {
+        label: statistics.median(r["cpu_ms"] for r in result["runs"] if r["outputs"] == label)
+        for label in means
+    }
+    lines.append(
+        "Median CPU ms a dreamed frame (every thread and ffmpeg): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items())
+    )
     for label, ratios in result["round_ratios"].items():
         lines.append(
             f"{label} / off in each round: {', '.join(f'{x:.2f}' for x in ratios)} "
