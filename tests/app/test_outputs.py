@@ -104,7 +104,10 @@ def test_bench_outputs_takes_off_and_on_runs_in_turn(tmp_path):
         timeout=240,
     )
     assert run.returncode == 0, run.stderr[-1500:]
-    assert "| round | outputs | fps | ndi sent / dropped | stream sent / dropped |" in run.stdout
+    assert (
+        "| round | outputs | fps | CPU ms a frame | ndi sent / dropped | stream sent / dropped |"
+        in (run.stdout)
+    )
     assert re.search(r"All outputs on: [+-][\d.]+% of the mean off frame rate; goal", run.stdout)
     assert re.search(r"ndi\+stream / off in each round: [\d.]+, [\d.]+ \(median", run.stdout)
     result = json.loads(out.read_text())
@@ -113,6 +116,6 @@ def test_bench_outputs_takes_off_and_on_runs_in_turn(tmp_path):
         (n, label) for n in (1, 2) for label in order
     ]
     for r in result["runs"]:
-        assert r["fps"] > 0
+        assert r["fps"] > 0 and r["cpu_ms"] > 0
         for kind in ("ndi", "stream"):  # an output sent frames in every run it was on in
             assert (r.get(f"{kind}_sent", 0) > 0) == (kind in r["outputs"])
