@@ -11,7 +11,7 @@ import numpy as np
 from realtime.knobs import KnobError, check_ndi_name
 from realtime.live.sender import FrameSender, OutputError, OutputFault
 
-INSTALL = "pip install 'dream-installation[ndi]' (or pip install ndi-python; it needs Python 3.11+)"
+INSTALL = "pip install ndi-python (in the checkout: pip install '.[ndi]'); it needs Python 3.11+"
 FIND_S = 3.0  # how long the sender looks itself up to log its address (ms when idle, s when busy)
 
 

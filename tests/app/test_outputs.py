@@ -73,7 +73,7 @@ def test_ndi_without_its_library_is_one_line_at_start_saying_how_to_install_it(t
     run = cli("--headless", "--frames", "1", "--device", "cpu", "--ndi", "dream", script=wrapper)
     assert run.returncode == 2
     lines = [line for line in run.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "pip install 'dream-installation[ndi]'" in lines[0]
+    assert len(lines) == 1 and "pip install ndi-python" in lines[0]
     assert "model:" not in run.stderr  # refused before the model loads
     assert "Traceback" not in run.stderr
 

@@ -160,7 +160,7 @@ def test_without_the_library_ndi_is_refused_with_how_to_install_it(monkeypatch):
     from realtime.live.ndi import NdiOutput
 
     monkeypatch.setitem(sys.modules, "NDIlib", None)  # import NDIlib now raises ImportError
-    with pytest.raises(OutputError, match=r"pip install 'dream-installation\[ndi\]'"):
+    with pytest.raises(OutputError, match=r"pip install ndi-python \(in the checkout: pip install"):
         NdiOutput("dream")
 
 
