@@ -111,6 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the audience request page on this address (this machine's address on the "
         "gallery network, e.g. 192.168.1.10:8080; 0.0.0.0:8080 for every interface)",
     )
+    run.add_argument(
+        "--ndi",
+        metavar="NAME",
+        help="also send the dream as the NDI source NAME (TouchDesigner's NDI In TOP, Resolume, "
+        "OBS); needs pip install '.[ndi]'",
+    )
+    run.add_argument(
+        "--stream",
+        metavar="URL",
+        help="also stream the dream through ffmpeg: udp://HOST:PORT, srt://HOST:PORT, "
+        "rtsp://HOST:PORT/PATH, rtmp://HOST/APP/KEY or a v4l2loopback /dev/videoN",
+    )
 
     render = sub.add_parser("render", help="dream an image or a video file offline")
     render.add_argument("input")
@@ -153,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument(
         "--profile", action="store_true", help="also profile the first row: where the time goes"
+    )
+    outs = bench.add_argument_group("the outputs (--outputs)")
+    outs.add_argument(
+        "--outputs",
+        action="store_true",
+        help="measure the loop's fps with no output, NDI, the stream and both, in turns",
+    )
+    outs.add_argument(
+        "--rounds", type=int, default=3, help="times each setting runs (off, ndi, stream, both)"
     )
     look = bench.add_argument_group("the look (--look)")
     look.add_argument(
@@ -205,6 +226,8 @@ def _config_from(args: argparse.Namespace):
         "osc.port": "osc_port",
         "osc.status_to": "status_to",
         "midi.port": "midi",
+        "output.ndi": "ndi",
+        "output.stream": "stream",
         "log.file": "log_file",
         "log.level": "log_level",
     }
@@ -257,7 +280,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = _config_from(args)
     _setup_logging(cfg)
     headless, frames = args.headless, args.frames
-    if not headless and not app.display_available():
+    if not headless and not app.display_available() and (cfg.output.ndi or cfg.output.stream):
+        headless = True  # the picture goes to the outputs: no demo clip, no frame limit
+        logger.info("no display found: running headless, sending to the outputs until stopped")
+    elif not headless and not app.display_available():
         headless = True
         if frames is None:
             frames = DEMO_FRAMES
@@ -368,6 +394,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if args.json == "bench.json":
             args.json = "look.json"
         return look_main(args)
+    if args.outputs:
+        from realtime.app.bench_outputs import main as outputs_main
+
+        if args.rounds < 1:
+            raise ValueError(f"--rounds must be at least 1, got {args.rounds}")
+        result = outputs_main(args)
+        path = Path("outputs.json" if args.json == "bench.json" else args.json)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        logger.info("wrote %s", path.resolve())
+        return 0
     from realtime.app.bench import main as bench_main
 
     return bench_main(args)

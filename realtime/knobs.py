@@ -69,6 +69,47 @@ def check_video_path(text: str) -> None:
         )
 
 
+# Where --stream may send: scheme -> the example the refusal shows. A path under /dev/ is a
+# v4l2loopback device (a virtual camera for OBS or Zoom).
+STREAM_SCHEMES = {
+    "udp": "udp://127.0.0.1:5000 (MPEG-TS)",
+    "srt": "srt://HOST:9000",
+    "rtsp": "rtsp://HOST:8554/dream (to an RTSP server such as MediaMTX)",
+    "rtmp": "rtmp://HOST/live/dream",
+}
+MAX_NDI_NAME = 200  # characters; NDI's full name "MACHINE (name)" must stay one short line
+
+
+def check_stream_url(text: str) -> None:
+    """An empty URL, a STREAM_SCHEMES URL with a host and port, or a /dev/videoN device.
+
+    Raises:
+        KnobError: anything else, with the forms that are valid.
+    """
+    if not text or text.startswith("/dev/video"):
+        return
+    valid = ", ".join(STREAM_SCHEMES.values()) + " or a v4l2loopback device /dev/videoN"
+    scheme, sep, rest = text.partition("://")
+    host, _, port = rest.split("/", 1)[0].split("?", 1)[0].rpartition(":")
+    if scheme == "rtmp" and sep and rest.split("/", 1)[0]:
+        return  # the port is optional (1935)
+    if not (sep and scheme in STREAM_SCHEMES and host and port.isdigit() and 0 < int(port) < 65536):
+        raise KnobError(f"expected a stream URL such as {valid}; got {text!r}")
+
+
+def check_ndi_name(text: str) -> None:
+    """An empty name (no NDI output) or 1..MAX_NDI_NAME printable characters.
+
+    Raises:
+        KnobError: too long, blank or with control characters.
+    """
+    if text and not (len(text) <= MAX_NDI_NAME and text.isprintable() and text.strip()):
+        raise KnobError(
+            f"expected an NDI source name of 1..{MAX_NDI_NAME} printable characters, such as "
+            f"dream; got {text!r}"
+        )
+
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -650,6 +691,29 @@ class RecordConfig(Section, section="record"):
         1e7,
         "no more snapshots once the snapshot PNGs in snapshot_dir take this much",
         unit="MB",
+    )
+
+
+@dataclass(frozen=True)
+class OutputConfig(Section, section="output"):
+    """The picture sent to other programs (TouchDesigner, Resolume, OBS), besides the window."""
+
+    ndi: str = knob(
+        "",
+        doc="send every dreamed frame as the NDI source of this name (needs the ndi extra: "
+        "pip install '.[ndi]'); empty: no NDI",
+        check=check_ndi_name,
+    )
+    stream: str = knob(
+        "",
+        doc="stream the dream through ffmpeg (H.264, low latency) to udp://HOST:PORT, "
+        "srt://HOST:PORT, rtsp://HOST:PORT/PATH, rtmp://HOST/APP/KEY or a v4l2loopback "
+        "/dev/videoN; empty: no stream",
+        check=check_stream_url,
+    )
+    # A server that is down, or an ffmpeg that died, is tried again this often.
+    retry_seconds: float = knob(
+        5.0, 0.5, 3600.0, "a failed stream is started again after this long", unit="s"
     )
 
 

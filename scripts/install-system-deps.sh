@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages the tests use: Xvfb (a real window), Mesa EGL (headless GL), liblo (a second OSC
-# implementation), libGL (opencv-python), chromium (the audience page in a real browser, driven by
-# Playwright, which is never let download a browser of its own). Installs what is missing when run as root with apt-get;
+# implementation), libGL (opencv-python), ffmpeg (--stream, and its loopback test), chromium (the
+# audience page in a real browser, driven by Playwright, which is never let download a browser of
+# its own). Installs what is missing when run as root with apt-get;
 # otherwise prints the command to run and carries on (those tests then skip, except in CI).
 set -u
 missing=()
 command -v Xvfb >/dev/null || missing+=(xvfb)
 command -v oscsend >/dev/null || missing+=(liblo-tools)
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
 ldconfig -p 2>/dev/null | grep -q 'libEGL_mesa.so' || missing+=(libegl1 libegl-mesa0 libgl1-mesa-dri)
 ldconfig -p 2>/dev/null | grep -q 'libGL.so.1' || missing+=(libgl1)
 ldconfig -p 2>/dev/null | grep -q 'libgthread-2.0.so.0' || missing+=(libglib2.0-0)

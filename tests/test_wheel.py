@@ -137,7 +137,8 @@ def test_installed_command_runs_the_demo_from_elsewhere(wheel, tmp_path):
         frames.append(got[1])
     cap.release()
     assert "dreamed 4 frames" in done.stderr, done.stderr
-    # The recorder keeps real time: a frame that took longer than 1/fps is written again.
-    assert len(frames) >= 4, done.stderr
+    # The recorder keeps the pace the frames were dreamed at (repeating or skipping frames to
+    # its fps), so how many it writes depends on the machine's speed: only that it wrote some.
+    assert len(frames) >= 2, done.stderr
     assert frames[0].shape == (64, 96, 3)
     assert frames[-1].std() > 5  # a picture, not a blank frame

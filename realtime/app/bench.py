@@ -9,7 +9,7 @@ import logging
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -230,8 +230,10 @@ def run_loop(
     frames: int,
     factory: Callable[[DreamModel, torch.device], Dreamer],
     timeout: float,
+    callbacks: Sequence[Callable[[Output], None]] = (),
 ) -> dict:
-    """The real loop: DemoSource -> CaptureThread -> DreamLoop with flow feedback -> Outputs.
+    """The real loop: DemoSource -> CaptureThread -> DreamLoop with flow feedback -> Outputs,
+    each also handed to `callbacks` (an NDI or stream output) on the dream thread.
 
     Returns fps over the outputs after `warmup` and their latency (done_ts - capture_ts).
     """
@@ -246,7 +248,7 @@ def run_loop(
         params,
         model,
         device,
-        callbacks=[outputs.append],
+        callbacks=[outputs.append, *callbacks],
         max_frames=warmup + frames,
         dreamer_factory=factory,
         flow_width=cfg.feedback.flow_width,

@@ -24,6 +24,7 @@ from realtime.live.attract import AttractMode
 from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
 from realtime.live.recorder import VideoRecorder
+from realtime.live.sender import FrameSender
 from realtime.live.sources import VideoFileSource, open_source
 from realtime.live.watchdog import Watchdog
 
@@ -127,6 +128,8 @@ def run(
     Returns:
         The process exit code.
     """
+    parts = Parts()
+    outputs = _outputs(cfg, parts)  # before the model loads: a missing NDI library ends it now
     size = parse_size(cfg.capture.size)
     check_audience(cfg.audience)  # a bad setting stops the start before the model loads
     midi_port = None
@@ -157,8 +160,7 @@ def run(
         snap.target_name,
     )
 
-    parts = Parts()
-    summary = None  # (start time, loop, recorder) of a headless run, for its last line
+    summary = None  # (start time, loop, recorder, outputs) of a headless run, for its last line
     _install_signal_handlers(parts.stop)
     try:
         source = open_source(cfg.capture.source, size)
@@ -177,6 +179,10 @@ def run(
             parts.add("recorder", recorder.close)
         snapshots = _snapshot_saver(cfg, params, parts)
         callbacks.append(snapshots)
+        for output in outputs:  # each takes frames off the dream thread into its own
+            output.start()
+            parts.add(f"{output.kind} output", output.stop)
+            callbacks.append(output)
 
         loop = DreamLoop(
             capture.slot,
@@ -199,6 +205,9 @@ def run(
             if recorder is not None:
                 out["recording"] = recorder.state
                 out["errors"] += recorder.errors
+            for output in outputs:
+                out.update(output.stats())
+                out["errors"] += output.errors
             return out
 
         loop.start()
@@ -227,7 +236,7 @@ def run(
             started = time.monotonic()
             while not parts.stop.is_set() and not loop.done.is_set():
                 parts.stop.wait(0.2)
-            summary = (started, loop, recorder)
+            summary = (started, loop, recorder, outputs)
         else:
             from realtime.present.display import DreamWindow
 
@@ -260,8 +269,11 @@ def run(
     return parts.exit_code
 
 
-def _summarise(started: float, loop: DreamLoop, recorder: VideoRecorder | None) -> None:
-    """One line at the end of a headless run: frames, frame rate, where the clip is."""
+def _summarise(
+    started: float, loop: DreamLoop, recorder: VideoRecorder | None, outputs: list[FrameSender]
+) -> None:
+    """One line at the end of a headless run: frames, frame rate, where the clip is, what the
+    outputs sent."""
     frames = loop.stats()["frames"]
     seconds = max(time.monotonic() - started, 1e-9)
     clip = ""
@@ -278,7 +290,36 @@ def _summarise(started: float, loop: DreamLoop, recorder: VideoRecorder | None) 
         clip = "; nothing was recorded"
     if recorder is not None and recorder.error:
         clip += f"; the recording stopped early: {recorder.error}"
+    for output in outputs:
+        clip += f"; {output.kind} sent {output.sent} frames ({output.dropped} dropped)"
+        if output.error:
+            clip += f", failed: {output.error}"
     logger.info("dreamed %d frames in %.1f s (%.1f fps)%s", frames, seconds, frames / seconds, clip)
+
+
+def _outputs(cfg: Config, parts: Parts) -> list[FrameSender]:
+    """The NDI and stream outputs the config asks for, not started yet.
+
+    Raises:
+        OutputError: NDI output without the NDI library (with how to install it).
+    """
+    outputs: list[FrameSender] = []
+    if cfg.output.ndi:
+        from realtime.live.ndi import NdiOutput
+
+        outputs.append(NdiOutput(cfg.output.ndi, fps=cfg.capture.fps, on_error=parts.report))
+    if cfg.output.stream:
+        from realtime.live.stream import StreamOutput
+
+        outputs.append(
+            StreamOutput(
+                cfg.output.stream,
+                fps=cfg.capture.fps,
+                retry_s=cfg.output.retry_seconds,
+                on_error=parts.report,
+            )
+        )
+    return outputs
 
 
 def _recorder(cfg: Config, parts: Parts) -> VideoRecorder:

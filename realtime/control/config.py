@@ -23,6 +23,7 @@ from realtime.knobs import (
     MidiConfig,
     ModelConfig,
     OscConfig,
+    OutputConfig,
     RecordConfig,
     TargetConfig,
     WatchdogConfig,
@@ -52,6 +53,7 @@ class Config:
     audience: AudienceConfig = field(default_factory=AudienceConfig)
     midi: MidiConfig = field(default_factory=MidiConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
     attract: AttractConfig = field(default_factory=AttractConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     log: LogConfig = field(default_factory=LogConfig)

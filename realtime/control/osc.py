@@ -750,7 +750,8 @@ def address_table() -> list[dict[str, str]]:
             "s",
             "",
             "",
-            "why a message was refused, or what stopped the recording or a snapshot (as logged)",
+            "why a message was refused, or what stopped the recording, a snapshot or an output "
+            "(as logged)",
         ),
         _row(
             "out",

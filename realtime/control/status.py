@@ -36,8 +36,14 @@ PERIODIC = (
 STATS = (
     ("fps", "dreamed frames per second"),
     ("latency_ms", "camera capture to dreamed output, milliseconds"),
-    ("errors", "faults so far: frames that failed, the recording's and the snapshots'"),
+    ("errors", "faults so far: frames that failed, the recording's, the snapshots', the outputs'"),
     ("recording", "ready, recording, stopped (a fault: see error) or closed; only with --record"),
+    ("ndi", "starting, sending, failed (see error) or stopped; only with --ndi"),
+    ("ndi_sent", "frames sent over NDI"),
+    ("ndi_dropped", "frames NDI did not send: a newer one came first, or it had failed"),
+    ("stream", "starting, sending, failed (see error; retried) or stopped; only with --stream"),
+    ("stream_sent", "frames handed to ffmpeg for the stream"),
+    ("stream_dropped", "frames the stream did not send: a newer one came first, or it had failed"),
 )
 # Audience requests (only with --audience), sent every tick under /dream/status/.
 AUDIENCE = (
@@ -46,7 +52,7 @@ AUDIENCE = (
     ("audience/queue", "the waiting classes, next first, comma-separated"),
 )
 TEXT = frozenset(
-    {"layer", "target", "model", "recording", "audience/now", "audience/queue"}
+    {"layer", "target", "model", "recording", "ndi", "stream", "audience/now", "audience/queue"}
 )  # sent as strings ("s"), not numbers
 
 RESOLVE_RETRY_S = 5.0  # how often an unresolvable status host is looked up again
