@@ -446,7 +446,9 @@ def test_a_stuck_dream_thread_ends_the_process_non_zero_and_keeps_the_recording(
     assert "exiting with code 70" in run.stderr
     assert time.monotonic() - started < 120
     frames, _ = read_video(out)
-    assert len(frames) >= 5  # what was dreamed before the hang is kept, and readable
+    # What was dreamed before the hang is kept, and readable. The recorder keeps the dreamed pace
+    # at its fps (repeating or skipping frames), so of the 6 frames a loaded machine writes fewer.
+    assert len(frames) >= 3
 
 
 def test_a_visitors_request_reaches_the_running_installation(tmp_path):
