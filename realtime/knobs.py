@@ -289,6 +289,11 @@ class ModelConfig(Section, section="model"):
         kind="target",
     )
     weights: str = knob("", doc="weights file for an offline machine; empty: cache or download")
+    live_download: bool = knob(
+        True,
+        doc="a live switch (OSC, keys, presets) may download missing weights; false: a switch "
+        "to a model whose weights are not on disk is refused (a gallery: no download at show time)",
+    )
     device: str = knob(
         "auto", doc="where the dream runs; auto: cuda, then mps, then cpu", choices=DEVICES
     )

@@ -180,6 +180,8 @@ def run(
             attract=AttractMode(cfg.attract) if cfg.attract.enabled else None,
             flow_width=cfg.feedback.flow_width,
             on_fatal=lambda reason: parts.fail(reason, cfg.watchdog.exit_grace),
+            download=cfg.model.live_download,
+            on_error=parts.report,
         )
 
         def stats() -> dict[str, object]:

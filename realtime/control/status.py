@@ -28,7 +28,8 @@ PERIODIC = (
     ("layer_index", "its index in the model's layer list"),
     ("target", "the class target's name, or none"),
     ("target_index", "its ImageNet index, -1 for none"),
-    ("model", "the network in use"),
+    ("model", "the network dreaming now (a switch shows here once the new one dreams)"),
+    ("model_loading", "the network asked for and loading in the background; none when none"),
     ("paused", "1 while paused"),
 )
 # Stats the running installation reports (sent every tick with the rest of its stats).
@@ -38,7 +39,8 @@ STATS = (
     ("errors", "faults so far: frames that failed, the recording's and the snapshots'"),
     ("recording", "ready, recording, stopped (a fault: see error) or closed; only with --record"),
 )
-TEXT = frozenset({"layer", "target", "model", "recording"})  # sent as strings ("s"), not numbers
+# Sent as strings ("s"), not numbers.
+TEXT = frozenset({"layer", "target", "model", "model_loading", "recording", "source"})
 
 RESOLVE_RETRY_S = 5.0  # how often an unresolvable status host is looked up again
 MAX_PENDING_ERRORS = 16  # error messages queued between ticks; a flood keeps only the newest
