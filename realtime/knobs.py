@@ -313,6 +313,15 @@ class CaptureConfig(Section, section="capture"):
     stall_timeout: float = knob(
         2.0, 0.1, 60, "time without a frame before a live source is reopened", unit="s"
     )
+    holding: str = knob(
+        "",
+        doc="holding picture while the source gives no frames (it is retried meanwhile, and "
+        "taken back when it returns): demo, or a still image file; empty: keep the last frame, "
+        "and a source that cannot be opened at start is an error",
+    )
+    hold_after: float = knob(
+        10.0, 0.0, 3600, "time without a frame from the source before the holding picture", unit="s"
+    )
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from realtime.live.attract import AttractMode
 from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
 from realtime.live.recorder import VideoRecorder
-from realtime.live.sources import VideoFileSource, open_source
+from realtime.live.sources import VideoFileSource, holding_source, make_source
 from realtime.live.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -154,11 +154,18 @@ def run(
     summary = None  # (start time, loop, recorder) of a headless run, for its last line
     _install_signal_handlers(parts.stop)
     try:
-        source = open_source(cfg.capture.source, size)
+        source = make_source(cfg.capture.source, size)  # a spec of no known form: refused here
         # A video file plays at its own rate; stills and the demo at the configured pace.
         pace = None if isinstance(source, VideoFileSource) else cfg.capture.fps
-        capture = CaptureThread(source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout)
-        capture.start()
+        capture = CaptureThread(
+            source,
+            size,
+            fps=pace,
+            stall_timeout=cfg.capture.stall_timeout,
+            holding=holding_source(cfg.capture.holding, size),
+            hold_after=cfg.capture.hold_after,
+        )
+        capture.start()  # with a holding picture, a camera that is not there yet is retried
         parts.add("capture", capture.stop)
 
         callbacks = []
@@ -186,7 +193,8 @@ def run(
 
         def stats() -> dict[str, object]:
             out = loop.stats()
-            out["capture"] = capture.state
+            out["source"] = capture.state
+            out["source_fps"] = capture.source_fps
             # every fault counts: frames, the recording, snapshots (loop.stats has the frames')
             out["errors"] = int(out["errors"]) + snapshots.errors
             if recorder is not None:

@@ -34,9 +34,15 @@ PERIODIC = (
 )
 # Stats the running installation reports (sent every tick with the rest of its stats).
 STATS = (
-    ("fps", "dreamed frames per second"),
+    ("fps", "dreamed frames per second; 0 once no frames come"),
     ("latency_ms", "camera capture to dreamed output, milliseconds"),
     ("errors", "faults so far: frames that failed, the recording's and the snapshots'"),
+    (
+        "source",
+        "ok, stalled (no frames; the last one holds while it is reopened), retrying (it "
+        "cannot be reopened), holding (the holding picture shows while it is retried)",
+    ),
+    ("source_fps", "frames per second from the source itself; 0 while it gives none"),
     ("recording", "ready, recording, stopped (a fault: see error) or closed; only with --record"),
 )
 # Sent as strings ("s"), not numbers.

@@ -16,6 +16,7 @@ from realtime.engine.step import Dreamer
 from realtime.engine.strategy import make_dreamer
 from realtime.live.attract import AttractMode
 from realtime.live.pipeline import FramePipeline, Pending
+from realtime.live.rate import RateMeter
 from realtime.live.slot import Frame, LatestSlot, Output
 
 logger = logging.getLogger(__name__)
@@ -37,41 +38,6 @@ LOADER_JOIN_S = 10.0  # how long stop() waits for a model still loading in the b
 
 class LoopError(RuntimeError):
     """The dream loop could not start."""
-
-
-class RateMeter:
-    """Frames per second and latency, smoothed; the loop thread writes, any thread reads."""
-
-    def __init__(self, smoothing: float = 0.9) -> None:
-        self._smoothing = smoothing  # weight of the past in the moving averages (0.9: ~10 frames)
-        # Guards the fields below.
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self.fps = 0.0
-        self.latency_ms = 0.0
-        self.dream_ms = 0.0
-        self.frames = 0
-
-    def tick(self, latency_s: float, dream_s: float, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            a = self._smoothing if self.frames else 0.0
-            if self._last is not None and now > self._last:
-                rate = 1.0 / (now - self._last)
-                self.fps = a * self.fps + (1 - a) * rate if self.fps else rate
-            self._last = now
-            self.latency_ms = a * self.latency_ms + (1 - a) * latency_s * 1000.0
-            self.dream_ms = a * self.dream_ms + (1 - a) * dream_s * 1000.0
-            self.frames += 1
-
-    def read(self) -> dict[str, float | int]:
-        with self._lock:
-            return {
-                "fps": self.fps,
-                "latency_ms": self.latency_ms,
-                "dream_ms": self.dream_ms,
-                "frames": self.frames,
-            }
 
 
 class DreamLoop:
