@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from realtime.live.rate import RateMeter
+from realtime.live.reader import TimedReader
 from realtime.live.slot import Frame, LatestSlot
 from realtime.live.sources import FrameSource, SourceError
 
@@ -42,57 +43,6 @@ def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = image[y : y + ch]
     # INTER_AREA averages whole source pixels: no aliasing shimmer when shrinking.
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-
-
-class _Reader:
-    """Runs source.read() on its own daemon thread, so that a read which blocks can be timed out.
-
-    Only the capture thread calls its methods.
-    """
-
-    def __init__(self, source: FrameSource) -> None:
-        self._source = source
-        self._wake = threading.Event()  # set: a read is requested (or stop)
-        self._done = threading.Event()  # set: the requested read has finished
-        self._done.set()
-        self._quit = False
-        self.result: np.ndarray | None = None
-        self.error: BaseException | None = None
-        self.read_at = 0.0  # time.monotonic() when the last read returned
-        self._thread = threading.Thread(target=self._run, name=f"read {source.name}", daemon=True)
-        self._thread.start()
-
-    @property
-    def busy(self) -> bool:
-        """A read is in progress."""
-        return not self._done.is_set()
-
-    def request(self) -> None:
-        self.result, self.error = None, None
-        self._done.clear()
-        self._wake.set()
-
-    def wait(self, timeout: float) -> bool:
-        """True once the read has finished, False if it is still running after `timeout` s."""
-        return self._done.wait(timeout)
-
-    def quit(self) -> None:
-        """Let the thread end; if a read is still blocked it ends when that read returns."""
-        self._quit = True
-        self._wake.set()
-
-    def _run(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            if self._quit:
-                return
-            try:
-                self.result = self._source.read()
-            except Exception as err:  # any failure of a source is reported, then it is reopened
-                self.error = err
-            self.read_at = time.monotonic()
-            self._done.set()
 
 
 class CaptureThread:
@@ -275,7 +225,7 @@ class CaptureThread:
                 logger.exception("on_event handler failed for %r", kind)
 
     def _run(self) -> None:
-        reader = _Reader(self.source)
+        reader = TimedReader(self.source)
         delay = self.backoff[0]
         due = time.monotonic()  # when the next paced read may start
         try:
@@ -383,7 +333,7 @@ class CaptureThread:
         self._hold_due = max(self._hold_due + interval, now)
         return self._hold_due - now
 
-    def _await(self, reader: _Reader) -> tuple[str, str] | None:
+    def _await(self, reader: TimedReader) -> tuple[str, str] | None:
         """Wait for the read just requested.
 
         Returns None when a good frame came (or stop was asked), else (event kind, what went
@@ -409,7 +359,7 @@ class CaptureThread:
             return "error", f"gave a frame of dtype {frame.dtype}, expected uint8"
         return None
 
-    def _wait_out(self, reader: _Reader) -> bool:
+    def _wait_out(self, reader: TimedReader) -> bool:
         """Before closing, let a blocked read return (closing under it could crash OpenCV).
 
         Returns False if stop was asked meanwhile.
