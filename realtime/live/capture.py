@@ -330,7 +330,8 @@ class CaptureThread:
             )
         self._put(image, now)
         interval = 1.0 / (self.fps or self.holding.fps or DEFAULT_PACE_FPS)
-        self._hold_due = max(self._hold_due + interval, now)
+        due = self._hold_due + interval
+        self._hold_due = due if due > now else now + interval  # behind (or first): a new beat
         return self._hold_due - now
 
     def _await(self, reader: TimedReader) -> tuple[str, str] | None:
