@@ -62,6 +62,16 @@ def _flag_bool(text: str) -> bool:
     return word in ("true", "1", "on")
 
 
+def _audience_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected HOST:PORT such as 192.168.1.10:8080 (port 0..65535), got {text!r}"
+        )
+    return host, int(port)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="installation.py",
@@ -86,6 +96,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--osc-host", help="address the OSC server binds (0.0.0.0 exposes it)")
     run.add_argument("--osc-port", type=int, help="UDP port the OSC server listens on")
     run.add_argument("--status-to", help="HOST:PORT to send status messages to")
+    run.add_argument(
+        "--midi",
+        nargs="?",
+        const="auto",
+        metavar="PORT",
+        help="MIDI learn from a controller: the first MIDI input, or the one whose name contains "
+        "PORT (needs pip install 'dream-installation[midi]')",
+    )
+    run.add_argument(
+        "--audience",
+        metavar="HOST:PORT",
+        type=_audience_address,
+        help="serve the audience request page on this address (this machine's address on the "
+        "gallery network, e.g. 192.168.1.10:8080; 0.0.0.0:8080 for every interface)",
+    )
 
     render = sub.add_parser("render", help="dream an image or a video file offline")
     render.add_argument("input")
@@ -103,7 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     layers = sub.add_parser("layers", help="list a model's dreamable layers")
-    layers.add_argument("--model", default="googlenet")
+    layers.add_argument(
+        "--model",
+        default="auto",
+        help="googlenet | vgg16 | efficientnet_lite0 | auto (default: the one a run would use)",
+    )
+    layers.add_argument("--weights", help="weights file for an offline machine (as run takes it)")
 
     classes = sub.add_parser("classes", help="find ImageNet classes by name")
     classes.add_argument("query", nargs="?", default="")
@@ -161,37 +191,47 @@ def _config_from(args: argparse.Namespace):
     """The config file plus --set plus the dedicated flags (flags win)."""
     from realtime.control.config import load_config
 
-    flags = {
-        "model.name": getattr(args, "model", None),
-        "model.weights": getattr(args, "weights", None),
-        "model.layer": getattr(args, "layer", None),
-        "model.target": getattr(args, "target", None),
-        "model.device": getattr(args, "device", None),
-        "capture.source": getattr(args, "source", None),
-        "capture.size": getattr(args, "size", None),
-        "record.path": getattr(args, "record", None),
-        "display.screen": getattr(args, "screen", None),
-        "osc.host": getattr(args, "osc_host", None),
-        "osc.port": getattr(args, "osc_port", None),
-        "osc.status_to": getattr(args, "status_to", None),
-        "log.file": getattr(args, "log_file", None),
-        "log.level": getattr(args, "log_level", None),
+    flags = {  # config key -> the flag that sets it
+        "model.name": "model",
+        "model.weights": "weights",
+        "model.layer": "layer",
+        "model.target": "target",
+        "model.device": "device",
+        "capture.source": "source",
+        "capture.size": "size",
+        "record.path": "record",
+        "display.screen": "screen",
+        "osc.host": "osc_host",
+        "osc.port": "osc_port",
+        "osc.status_to": "status_to",
+        "midi.port": "midi",
+        "log.file": "log_file",
+        "log.level": "log_level",
     }
+    values = {key: (flag, getattr(args, flag, None)) for key, flag in flags.items()}
     if getattr(args, "fullscreen", False):
-        flags["display.fullscreen"] = True
+        values["display.fullscreen"] = ("fullscreen", True)
+    if getattr(args, "audience", None):
+        host, port = args.audience
+        values["audience.enabled"] = ("audience", True)
+        values["audience.host"] = ("audience", host)
+        values["audience.port"] = ("audience", port)
     for name, value in vars(args).items():  # flags generated from the knob table
         if name.startswith("knob_"):
             section, _, key = name.removeprefix("knob_").partition("_")
-            flags[f"{section}.{key}"] = value
+            values[f"{section}.{key}"] = (key, value)
     overrides = list(args.set)
-    for key, value in flags.items():
+    blame = {}  # override -> the flag as typed, so that a refusal names what the user wrote
+    for key, (flag, value) in values.items():
         if value is None:
             continue
-        overrides.append(f"{key}={json.dumps(value)}")  # JSON strings are valid TOML strings
+        item = f"{key}={json.dumps(value)}"  # JSON strings are valid TOML strings
+        overrides.append(item)
+        blame[item] = "--" + flag.replace("_", "-") + ("" if value is True else f" {value}")
     config = args.config
     if config and config.lower().endswith(".png"):
         config = None  # a snapshot PNG: defaults here, its parameters once the model is loaded
-    return load_config(config, overrides)
+    return load_config(config, overrides, blame)
 
 
 def _default_preset(args: argparse.Namespace) -> None:
@@ -293,9 +333,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from realtime.engine.models import model_layers
+    from realtime.engine.models import auto_choice, model_layers, resolve_model_name
 
-    for i, name in enumerate(model_layers(args.model)):
+    if args.model.strip().lower() == "auto":
+        model, why = auto_choice(args.weights)
+        print(why, file=sys.stderr)  # stdout stays the plain list
+    else:
+        model = resolve_model_name(args.model)
+    for i, name in enumerate(model_layers(model)):
         print(f"{i:3d}  {name}")
     return 0
 
@@ -372,7 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The `dream-installation` command (pyproject.toml's [project.scripts]) and this script."""
     code = main()
     if _STOPPED:
         logging.shutdown()  # flushes and closes the log file
@@ -380,3 +426,7 @@ if __name__ == "__main__":
         sys.stderr.flush()
         os._exit(code)
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    console_main()

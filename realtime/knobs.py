@@ -112,6 +112,26 @@ def parse_networks(entries: object) -> tuple[IPNetwork, ...]:
     return tuple(networks)
 
 
+def check_host_or_empty(text: str) -> None:
+    """An empty string (not set) or an address `parse_host` takes."""
+    if text:
+        parse_host(text)
+
+
+def check_url(text: str) -> None:
+    """An empty string or an http(s) address without spaces, such as http://192.168.1.10:8080/."""
+    if text and not (text.startswith(("http://", "https://")) and text.isprintable()):
+        raise KnobError(f"expected an address such as http://192.168.1.10:8080/, got {text!r}")
+    if any(c.isspace() for c in text):
+        raise KnobError(f"expected an address without spaces, got {text!r}")
+
+
+def check_pin(text: str) -> None:
+    """An empty string (no PIN) or 1-32 letters and digits."""
+    if text and not (len(text) <= 32 and text.isascii() and text.isalnum()):
+        raise KnobError(f"expected a PIN of 1-32 letters and digits (or empty: none), got {text!r}")
+
+
 @dataclass(frozen=True)
 class Knob:
     """One setting: what it is, what values it takes, and whether it can be played live."""
@@ -306,6 +326,13 @@ class CaptureConfig(Section, section="capture"):
     source: str = knob("demo", doc="camera index (0), video or image path, stream URL, or demo")
     size: str = knob(
         "640x360", doc="frame size WxH; frames are scaled to it on capture", check=parse_size
+    )
+    fit: str = knob(
+        "auto",
+        doc="how a picture of another shape fills the frame: crop (trim the longer side), "
+        "letterbox (the whole picture, black bars); auto: letterbox a still picture, crop "
+        "cameras and video",
+        choices=("auto", "crop", "letterbox"),
     )
     fps: float = knob(
         30.0, 1, 240, "pace of files, stills and the demo (cameras run at their own)", unit="fps"
@@ -533,6 +560,64 @@ class OscConfig(Section, section="osc"):
         doc="senders allowed to drive it: IP addresses or networks (10.0.0.0/8); empty: anyone. "
         "Not authentication: a forged source address passes",
         check=parse_networks,
+    )
+
+
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+@dataclass(frozen=True)
+class AudienceConfig(Section, section="audience"):
+    """Audience requests: a web page on the gallery network where visitors ask for a class."""
+
+    enabled: bool = knob(False, doc="serve the request page (--audience HOST:PORT turns it on)")
+    host: str = knob(
+        "",
+        doc="IP address the page is served on, named by the operator (this machine's address "
+        "on the gallery network; 0.0.0.0: every interface); required when enabled",
+        check=check_host_or_empty,
+    )
+    port: int = knob(8080, 0, 65535, "TCP port of the page (0: any free port)")
+    url: str = knob(
+        "",
+        doc="the page's address as phones reach it, for the QR code (e.g. http://dream.local/ "
+        "behind a proxy); empty: http://HOST:PORT/",
+        check=check_url,
+    )
+    dwell: float = knob(
+        20.0, 2.0, 600.0, "each request is dreamed this long, then the next fades in", unit="s"
+    )
+    per_client: float = knob(
+        30.0, 0.0, 3600.0, "one request per visitor (IP address) per this long", unit="s"
+    )
+    queue_max: int = knob(
+        10, 1, 100, "requests waiting at most; more are refused until one is done"
+    )
+    block: tuple = knob((), doc="class names visitors may not ask for (checked at start)")
+    allow: tuple = knob(
+        (), doc="if not empty, the only class names visitors may ask for (checked at start)"
+    )
+    pin: str = knob(
+        "",
+        doc="a PIN visitors must type to ask (post it in the room); empty: none",
+        check=check_pin,
+    )
+    hud: bool = knob(
+        True, doc="show the page's QR code and what is dreamed in the window (key A toggles)"
+    )
+    corner: str = knob("bottom-right", doc="window corner of the QR code", choices=CORNERS)
+
+
+@dataclass(frozen=True)
+class MidiConfig(Section, section="midi"):
+    """MIDI learn: a controller's knobs drive the live parameters (needs the `midi` extra)."""
+
+    port: str = knob(
+        "",
+        doc="MIDI input to open: auto (the first), or (part of) its name; empty: no MIDI",
+    )
+    bindings: str = knob(
+        "midi-bindings.json", doc="JSON file of the learnt bindings, per device (read at start)"
     )
 
 

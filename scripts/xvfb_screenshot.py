@@ -3,6 +3,7 @@
     Xvfb :99 -screen 0 640x480x24 &
     DISPLAY=:99 python scripts/xvfb_screenshot.py --out /tmp/xvfb_shot.png [--frame pic.png]
         [--fullscreen] [--hud] [--size 320x240] [--mix 1.0]
+        [--audience http://192.168.1.10:8080/ [--asked volcano] [--corner bottom-right]]
 
 The screenshot is taken from the X server (XGetImage of the window after the
 buffer swap), so it shows what a viewer would see, not just what GL drew; with
@@ -24,9 +25,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from realtime.control.audience import AudienceQueue  # noqa: E402
 from realtime.control.params import LiveParams  # noqa: E402
-from realtime.knobs import DisplayConfig, parse_size  # noqa: E402
+from realtime.knobs import AudienceConfig, DisplayConfig, parse_size  # noqa: E402
 from realtime.live.slot import LatestSlot, Output  # noqa: E402
+from realtime.present.audience_hud import AudienceShow  # noqa: E402
 from realtime.present.display import DreamWindow  # noqa: E402
 
 
@@ -73,6 +76,17 @@ def grab_x_window(window: object) -> np.ndarray:
         xlib.XFree(image)
 
 
+def _audience(url: str, asked: str, corner: str, params: LiveParams) -> AudienceShow:
+    """A queue in which a visitor asked for `asked` 12 s ago and it is dreamed now."""
+    shift = [0.0]
+    queue = AudienceQueue(AudienceConfig(dwell=60.0), params, lambda: time.monotonic() + shift[0])
+    queue.ask("192.0.2.1", asked)
+    queue.ask("192.0.2.2", "pizza")
+    queue.tick()
+    shift[0] = 12.0
+    return AudienceShow(queue, url, corner)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="/tmp/xvfb_shot.png", help="screenshot PNG to write")
@@ -83,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hud", action="store_true", help="show the HUD")
     ap.add_argument("--mix", type=float, default=1.0, help="0 camera (inverted pattern), 1 dream")
     ap.add_argument("--seconds", type=float, default=0.5, help="run the event loop this long")
+    ap.add_argument("--audience", default="", help="show the audience QR code of this address")
+    ap.add_argument("--asked", default="volcano", help="the class a visitor asked for 12 s ago")
+    ap.add_argument("--corner", default="bottom-right", help="where the QR code goes")
     args = ap.parse_args(argv)
 
     if args.frame:
@@ -97,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     now = time.monotonic()
     outputs.put(Output(frame, 255 - frame, 0, now, now, "conv2", "none"))
     config = DisplayConfig(fullscreen=args.fullscreen, hud=args.hud, vsync=False)
+    audience = _audience(args.audience, args.asked, args.corner, params) if args.audience else None
     window = DreamWindow(
         outputs,
         params,
@@ -104,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         stats=lambda: {"fps": 25.0, "latency_ms": 40.0},
         size=parse_size(args.size),
         targets=[1, 2],
+        audience=audience,
     )
     stop = threading.Event()
     shots: dict[str, np.ndarray] = {}

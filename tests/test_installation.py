@@ -258,6 +258,10 @@ def test_render_video_keeps_frame_count_and_rate(tmp_path):
     assert len(frames_out) == len(frames_in) == 7
     assert fps_out == pytest.approx(fps_in)
     assert "7/7" in run.stderr  # the progress bar reached the end
+    assert run.stderr.count("model: ") == 1  # the model choice, logged once
+    # not a terminal: the bar writes whole lines, so a log line never lands inside one
+    assert "\r" not in run.stderr
+    assert all(line.startswith(("dreaming", "0", "1", "2")) for line in run.stderr.splitlines())
 
 
 def test_render_image(tmp_path):
@@ -267,6 +271,7 @@ def test_render_image(tmp_path):
     cv2.imwrite(str(src), cv2.cvtColor(skimage.data.chelsea()[::3, ::3], cv2.COLOR_RGB2BGR))
     run = cli("render", str(src), str(dst), "--device", "cpu", "--steps", "2", "--octaves", "2")
     assert run.returncode == 0, run.stderr
+    assert run.stderr.count("model: ") == 1  # the model choice, logged once
     before, after = cv2.imread(str(src)), cv2.imread(str(dst))
     assert after.shape == before.shape
     assert np.abs(after.astype(int) - before.astype(int)).mean() > 2
@@ -289,6 +294,29 @@ def test_layers_and_classes_listings():
     ]
     run = cli("classes", "spider")
     assert run.returncode == 0 and "spider web" in run.stdout
+    assert "black widow" in run.stdout and "pier" not in run.stdout.split()
+
+
+@pytest.mark.parametrize("argv", [["layers"], ["layers", "--model", "auto"]])
+def test_layers_lists_the_model_auto_would_choose(argv, capsys, monkeypatch, tmp_path):
+    """Plain `layers` (and `--model auto`) lists what a run with model.name = auto dreams with."""
+    sys.path.insert(0, str(ROOT))
+    import installation
+    from realtime.engine import models
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no GoogLeNet weights cached
+    assert installation.main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("auto: efficientnet_lite0, the bundled model")
+    assert [line.split()[1] for line in out.out.splitlines()] == list(
+        models.model_layers("efficientnet_lite0")
+    )
+    cached = models.cache_path("googlenet")  # the weights where a run would find them
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    assert installation.main(argv) == 0
+    out = capsys.readouterr()
+    assert out.err.startswith("auto: googlenet") and "inception4c" in out.out
 
 
 @pytest.mark.parametrize(
@@ -312,6 +340,14 @@ def test_layers_and_classes_listings():
         (["--osc-host", "not-an-ip"], "osc.host: expected an IP address to bind"),
         (["--set", 'osc.allow=["10.0.0.0/33"]'], "osc.allow: '10.0.0.0/33' is not an IP"),
         (["--set", 'osc.allow=["td-machine"]'], "expected entries such as 192.168.1.20 or"),
+        # Issue 13: audience requests are served only where the operator says, with known classes.
+        (["--set", "audience.enabled=true"], "audience.host: name the address to serve the page"),
+        (["--audience", "gallery-pc:8080"], "audience.host: expected an IP address to bind"),
+        (
+            ["--audience", "127.0.0.1:0", "--set", 'audience.block=["volcano", "qqzzxx"]'],
+            "audience.block: unknown ImageNet class 'qqzzxx'",
+        ),
+        (["--set", 'audience.pin="12 34"'], "expected a PIN of 1-32 letters and digits"),
     ],
 )
 def test_bad_input_gets_one_clear_line(args, message):
@@ -320,6 +356,7 @@ def test_bad_input_gets_one_clear_line(args, message):
     assert message in run.stderr
     assert "Traceback" not in run.stderr
     assert len([line for line in run.stderr.splitlines() if line.startswith("error:")]) == 1
+    assert "valid parameters" not in run.stderr  # what is valid for the value, not every name
 
 
 def test_a_config_file_that_is_not_toml_is_named(tmp_path):
@@ -437,3 +474,46 @@ def test_a_stuck_dream_thread_ends_the_process_non_zero_and_keeps_the_recording(
     assert time.monotonic() - started < 120
     frames, _ = read_video(out)
     assert len(frames) >= 5  # what was dreamed before the hang is kept, and readable
+
+
+def test_a_visitors_request_reaches_the_running_installation(tmp_path):
+    """--audience on the real entry point: the page's address in the log, a request over HTTP,
+    and the class on status out as dreamed now; SIGTERM still ends it cleanly."""
+    import json
+    import urllib.request
+
+    from tests.control.test_osc import Collector, wait_for
+
+    status = Collector()
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "installation.py")]
+        + ["--source", "demo", "--headless", "--frames", "100000", "--device", "cpu"]
+        + ["--size", SIZE, "--osc-port", "0", "--audience", "127.0.0.1:0"]
+        + ["--status-to", f"127.0.0.1:{status.port}", "--set", "osc.status_hz=20"]
+        + ["--set", "dream.octaves=1", "--set", "dream.steps=1"]
+        + ["--set", f"record.snapshot_dir={tmp_path / 'snaps'!s}"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "DREAM_WEIGHTS_BASE_URL": "http://127.0.0.1:9/"},
+    )
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True).start()
+    try:
+        found = wait_for(lambda: any("audience page at" in line for line in lines), 120)
+        assert found, "".join(lines)[-2000:]
+        url = re.search(r"audience page at (\S+)", "".join(lines)).group(1)
+        request = urllib.request.Request(
+            url + "api/request",
+            data=json.dumps({"name": "volcano"}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.load(reply)["name"] == "volcano"
+        now = lambda: status.latest().get("/dream/status/audience/now")  # noqa: E731
+        assert wait_for(lambda: now() == "volcano", 10), status.latest()
+        assert status.latest()["/dream/status/target"] == "none"  # the operator's, kept
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        status.close()
+    assert code == 0, "".join(lines)[-2000:]

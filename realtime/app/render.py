@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from pathlib import Path
-from typing import TextIO
 
 import cv2
 import numpy as np
 import torch
 
+from realtime.app.progress import Progress
 from realtime.control.params import Snapshot
 from realtime.engine.models import DreamModel
 from realtime.engine.strategy import make_dreamer
@@ -30,38 +29,6 @@ VIDEO_OUTPUTS = (".mp4", ".avi")
 
 class RenderError(RuntimeError):
     """The input could not be read or the output could not be written."""
-
-
-class Progress:
-    """A one-line text progress bar on a stream (stderr by default)."""
-
-    def __init__(self, total: int | None, label: str, stream: TextIO | None = None) -> None:
-        self.total = total if total and total > 0 else None
-        self.label = label
-        self.stream = stream or sys.stderr
-        self.t0 = time.monotonic()
-        self.n = 0
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        elapsed = time.monotonic() - self.t0
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        if self.total:
-            width = 30  # characters of bar: fits an 80-column terminal with the figures
-            done = int(width * self.n / self.total)
-            eta = (self.total - self.n) / rate if rate else 0.0
-            line = (
-                f"\r{self.label} [{'#' * done}{'.' * (width - done)}] {self.n}/{self.total} "
-                f"{rate:.2f} fps, {eta:.0f} s left"
-            )
-        else:
-            line = f"\r{self.label} {self.n} frames {rate:.2f} fps"
-        self.stream.write(line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\n")
-        self.stream.flush()
 
 
 def read_image(path: Path) -> np.ndarray:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from realtime.app.audience import check_audience, start_audience
 from realtime.app.logs import StatsLogger
 from realtime.control.config import Config
 from realtime.control.params import LiveParams
@@ -127,6 +128,12 @@ def run(
         The process exit code.
     """
     size = parse_size(cfg.capture.size)
+    check_audience(cfg.audience)  # a bad setting stops the start before the model loads
+    midi_port = None
+    if cfg.midi.port:  # checked before the model loads: a missing extra or port fails at once
+        from realtime.control.midi import find_midi
+
+        midi_port = find_midi(cfg.midi.port, cfg.midi.bindings)
     device = pick_device(cfg.model.device)
     model, _reason = load_model(  # load_model logs which model it chose and why
         None if cfg.model.name == "auto" else cfg.model.name,
@@ -164,6 +171,7 @@ def run(
             stall_timeout=cfg.capture.stall_timeout,
             holding=holding_source(cfg.capture.holding, size),
             hold_after=cfg.capture.hold_after,
+            fit=cfg.capture.fit,
         )
         capture.start()  # with a holding picture, a camera that is not there yet is retried
         parts.add("capture", capture.stop)
@@ -212,7 +220,14 @@ def run(
         )
         watchdog.start()
         parts.add("watchdog", watchdog.stop)
-        _start_osc(cfg, params, stats, parts)
+        audience = start_audience(cfg.audience, params, parts)
+        midi = None
+        if midi_port is not None:
+            from realtime.control.midi import open_midi
+
+            midi, close_midi = open_midi(params, *midi_port)
+            parts.add("midi", close_midi)
+        _start_osc(cfg, params, stats, parts, None if audience is None else audience[0], midi)
         stats_log = StatsLogger(stats, cfg.log.stats_interval)
         stats_log.start()
         parts.add("stats log", stats_log.stop)
@@ -232,6 +247,8 @@ def run(
                 stats=stats,
                 on_close=parts.stop.set,
                 size=window_size(size),
+                audience=None if audience is None else audience[1],
+                midi=midi,
             )
             # --frames ends a windowed run too: the loop's done event closes the window.
             threading.Thread(
@@ -308,7 +325,9 @@ def _snapshot_saver(cfg: Config, params: LiveParams, parts: Parts):
     )
 
 
-def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
+def _start_osc(
+    cfg: Config, params: LiveParams, stats, parts: Parts, audience=None, midi=None
+) -> None:
     """Start the OSC server and status sender; a busy port is logged and the show goes on without.
 
     A bad osc.host or osc.allow never gets here: the configuration refuses it at start."""
@@ -318,7 +337,9 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
 
     status = None
     if cfg.osc.status_to:
-        status = StatusSender(params, stats, cfg.osc.status_to, hz=cfg.osc.status_hz)
+        status = StatusSender(
+            params, stats, cfg.osc.status_to, hz=cfg.osc.status_hz, audience=audience
+        )
         status.start()
         parts.add("status", status.stop)
         parts.start_status(status)
@@ -341,6 +362,8 @@ def _start_osc(cfg: Config, params: LiveParams, stats, parts: Parts) -> None:
             allow=cfg.osc.allow,
             status=status,
             snapshot_dir=cfg.record.snapshot_dir,
+            audience=audience,
+            midi=midi,
         )
         server.start()
     except OSError as err:

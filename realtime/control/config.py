@@ -9,8 +9,10 @@ from pathlib import Path
 
 import tomllib
 
+from realtime.control.resources import data_dir
 from realtime.knobs import (
     AttractConfig,
+    AudienceConfig,
     CaptureConfig,
     ControlConfig,
     DisplayConfig,
@@ -18,6 +20,7 @@ from realtime.knobs import (
     FeedbackConfig,
     KnobError,
     LogConfig,
+    MidiConfig,
     ModelConfig,
     OscConfig,
     RecordConfig,
@@ -27,7 +30,7 @@ from realtime.knobs import (
     table,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = data_dir("config")  # the presets: in the installed package, else the checkout
 
 
 class ConfigError(ValueError):
@@ -46,6 +49,8 @@ class Config:
     display: DisplayConfig = field(default_factory=DisplayConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     osc: OscConfig = field(default_factory=OscConfig)
+    audience: AudienceConfig = field(default_factory=AudienceConfig)
+    midi: MidiConfig = field(default_factory=MidiConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     attract: AttractConfig = field(default_factory=AttractConfig)
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
@@ -111,10 +116,18 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> Config:
+def load_config(
+    path: str | Path | None = None,
+    overrides: typing.Sequence[str] = (),
+    blame: typing.Mapping[str, str] | None = None,
+) -> Config:
     """Read a TOML file (default: config/default.toml), then apply `section.key=value` overrides.
 
     A bare name such as "cpu" is taken as a preset in config/.
+
+    Args:
+        blame: override -> what the user typed for it (a flag such as "--steps 99"), named
+            when it is refused; "--set OVERRIDE" otherwise.
 
     Raises:
         ConfigError: unreadable file, unknown section or key, or a bad value.
@@ -140,9 +153,8 @@ def load_config(path: str | Path | None = None, overrides: typing.Sequence[str] 
         raise ConfigError(f"config file {str(path)!r} {err}") from err
     for item in overrides:
         section, key, value = parse_override(item)
-        build_config(
-            {section: {key: value}}, source=f"--set {item}"
-        )  # blame the flag, not the file
+        # blame the command line, not the file
+        build_config({section: {key: value}}, source=(blame or {}).get(item, f"--set {item}"))
         data.setdefault(section, {})[key] = value
     return build_config(data, source=str(path))
 

@@ -23,9 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from realtime.control import presets
+from realtime.control.audience import AudienceQueue
+from realtime.control.midi import MidiError, MidiLearn
 from realtime.control.oscpacket import PacketError, split_packet
 from realtime.control.params import KNOBS, LiveParams, ParamError
+from realtime.control.ratelimit import Quota, Senders, TokenBucket
 from realtime.control.status import (
+    AUDIENCE,
     ERROR_ADDRESS,
     PERIODIC,
     STATS,
@@ -51,6 +55,7 @@ logger = logging.getLogger(__name__)
 PREFIX = "/dream/"
 PATTERN_CHARS = "*?[]{}"  # OSC address pattern syntax, refused (exact addresses only)
 _TRIGGERS = ("reset", "snapshot", "sync")
+MIDI_LEARN = PREFIX + "midi/learn"
 MAX_SHOWN = 400  # characters of a refusal shown in the log and sent as /dream/status/error
 MAX_DATAGRAM = 65535  # whole datagrams: a shorter read would cut big bundles
 POLL_S = 0.1  # how often the server thread looks up from the socket: stop() and summaries
@@ -92,64 +97,13 @@ class OscError(OSError):
     """The OSC server could not listen, or an allow entry was not an IP address or network."""
 
 
-class _Bucket:
-    """A token bucket: `rate` tokens a second up to `burst`."""
-
-    __slots__ = ("rate", "burst", "tokens", "stamp")
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate, self.burst, self.tokens, self.stamp = rate, burst, burst, now
-
-    def whole(self, now: float) -> int:
-        """How many whole tokens there are now (refilled)."""
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        return int(min(self.tokens, 1e9))
-
-    def take(self, now: float, n: int = 1) -> bool:
-        if self.whole(now) < n:
-            return False
-        self.tokens -= n
-        return True
-
-
 @dataclass(eq=False)
 class _Sender:
     """One source address: whether the allow list lets it in, and its rates."""
 
     allowed: bool
-    messages: _Bucket
-    heavy: _Bucket
-
-
-class _Quota:
-    """At most `burst` reports a `period`; the rest are counted and summed up at its end.
-
-    Used only from the server thread, so it needs no lock.
-    """
-
-    def __init__(self, what: str, burst: int, period: float, level: int, status: bool) -> None:
-        self.what, self.burst, self.period, self.level, self.status = (
-            what, burst, period, level, status
-        )  # fmt: skip
-        self._start, self._count, self.suppressed = -math.inf, 0, 0
-
-    def take(self, now: float) -> bool:
-        if now - self._start >= self.period:
-            self._start, self._count = now, 0
-        if self._count < self.burst:
-            self._count += 1
-            return True
-        self.suppressed += 1
-        return False
-
-    def summary(self, now: float) -> str | None:
-        """The line summing up what the period left out, once it is over; None if nothing."""
-        if not self.suppressed or now - self._start < self.period:
-            return None
-        n, self.suppressed = self.suppressed, 0
-        self._start, self._count = now, 0
-        return f"OSC: ... and {n:,} more like it ({self.what}) in the last {self.period:g} s"
+    messages: TokenBucket
+    heavy: TokenBucket
 
 
 class _Router:
@@ -187,6 +141,8 @@ class OscServer:
         preset_dir: str | Path | None = None,
         snapshot_dir: str | Path | None = None,
         limits: Limits = LIMITS,
+        audience: AudienceQueue | None = None,
+        midi: MidiLearn | None = None,
     ) -> None:
         """Bind the socket now (so a busy port fails here), serve after start().
 
@@ -200,6 +156,8 @@ class OscServer:
             preset_dir: where /dream/preset finds TOML presets (default config/).
             snapshot_dir: where /dream/preset also finds snapshot PNGs by name; None: not at all.
             limits: the rates and caps (see Limits).
+            audience: the visitors' requests that /dream/audience controls; None: refused.
+            midi: the MIDI learner that /dream/midi/learn arms; None: MIDI is off.
 
         Raises:
             OscError: an allow entry is not an IP address or network, or the port cannot be
@@ -210,23 +168,26 @@ class OscServer:
         self._preset_dir = preset_dir
         self._snapshot_dir = snapshot_dir
         self._limits = limits
+        self._audience = audience
+
+        self._midi = midi
         try:
             self._allow = parse_networks(tuple(allow))
         except KnobError as err:
             raise OscError(f"bad OSC allow entry: {err}") from err
         now = time.monotonic()
-        self._total = _Bucket(limits.total_rate, limits.total_burst, now)
-        self._total_heavy = _Bucket(limits.total_heavy_rate, limits.total_heavy_burst, now)
-        self._senders: dict[str, _Sender] = {}
+        self._total = TokenBucket(limits.total_rate, limits.total_burst, now)
+        self._total_heavy = TokenBucket(limits.total_heavy_rate, limits.total_heavy_burst, now)
+        self._senders: Senders[_Sender] = Senders(MAX_SENDERS, self._new_sender)
         warn, info, period = logging.WARNING, logging.INFO, limits.log_period
         # What is shown, at most how often; the rest is summed up ("... and N more like it").
-        self._refused = _Quota("refused messages", 20, period, warn, status=True)
-        self._clamped = _Quota("clamped values", 20, period, info, status=True)
-        self._applied = _Quota("applied messages", 20, period, info, status=False)
-        self._limited = _Quota("messages over the rate", 5, period, warn, status=True)
-        self._malformed = _Quota("malformed datagrams", 5, period, warn, status=False)
-        self._blocked = _Quota("datagrams not allowed", 5, 6 * period, warn, status=False)
-        self._failed = _Quota("failed messages", 5, 6 * period, logging.ERROR, status=True)
+        self._refused = Quota("refused messages", 20, period, warn, status=True)
+        self._clamped = Quota("clamped values", 20, period, info, status=True)
+        self._applied = Quota("applied messages", 20, period, info, status=False)
+        self._limited = Quota("messages over the rate", 5, period, warn, status=True)
+        self._malformed = Quota("malformed datagrams", 5, period, warn, status=False)
+        self._blocked = Quota("datagrams not allowed", 5, 6 * period, warn, status=False)
+        self._failed = Quota("failed messages", 5, 6 * period, logging.ERROR, status=True)
         self._quotas = (
             self._refused, self._clamped, self._applied, self._limited, self._malformed,
             self._blocked, self._failed,
@@ -378,18 +339,15 @@ class OscServer:
         )
 
     def _sender(self, host: str, now: float) -> _Sender:
-        sender = self._senders.get(host)
-        if sender is None:
-            if len(self._senders) >= MAX_SENDERS:
-                del self._senders[next(iter(self._senders))]
-            lim = self._limits
-            sender = _Sender(
-                self._allowed(host),
-                _Bucket(lim.rate, lim.burst, now),
-                _Bucket(lim.heavy_rate, lim.heavy_burst, now),
-            )
-            self._senders[host] = sender
-        return sender
+        return self._senders.get(host, now)
+
+    def _new_sender(self, host: str, now: float) -> _Sender:
+        lim = self._limits
+        return _Sender(
+            self._allowed(host),
+            TokenBucket(lim.rate, lim.burst, now),
+            TokenBucket(lim.heavy_rate, lim.heavy_burst, now),
+        )
 
     def _allowed(self, host: str) -> bool:
         if not self._allow:
@@ -455,7 +413,7 @@ class OscServer:
 
     def _report(
         self,
-        quota: _Quota,
+        quota: Quota,
         text: str | Callable[[], str],
         exc_info: bool = False,
         prefix: str = "",
@@ -486,7 +444,7 @@ class OscServer:
 
     def _tell(
         self,
-        quota: _Quota,
+        quota: Quota,
         client: tuple,
         address: str,
         reason: str | Callable[[], str],
@@ -510,6 +468,8 @@ class OscServer:
             d.map(PREFIX + name, functools.partial(self._on_param, spec))
         d.map(PREFIX + "pause", self._on_pause)
         d.map(PREFIX + "preset", self._on_preset)
+        d.map(PREFIX + "audience", self._on_audience)
+        d.map(MIDI_LEARN, self._on_midi_learn)
         for name in _TRIGGERS:
             d.map(PREFIX + name, functools.partial(self._on_trigger, name))
 
@@ -623,6 +583,50 @@ class OscServer:
             ),
         )
 
+    def _on_audience(self, client: tuple, address: str, args: tuple) -> None:
+        value = self._one_value(client, address, args, "on, off, clear or skip (or 1/0)")
+        if value is None:
+            return
+        if self._audience is None:
+            self._refuse(
+                client,
+                address,
+                "audience requests are not running; start with --audience HOST:PORT",
+            )
+            return
+        word = str(value).strip().lower()
+        if not isinstance(value, str):
+            word = "on" if math.isfinite(float(value)) and float(value) >= 0.5 else "off"
+        if word in ("on", "1", "true"):
+            self._audience.set_enabled(True)
+        elif word in ("off", "0", "false"):
+            self._audience.set_enabled(False)
+        elif word == "clear":
+            self._audience.clear()
+        elif word == "skip":
+            self._audience.skip()
+        else:
+            self._refuse(
+                client, address, f"expected on, off, clear or skip (or 1/0), got {value!r}"
+            )
+            return
+        self.applied += 1
+        self._report(self._applied, lambda: f"OSC {address}: audience {printable(word)}")
+
+    def _on_midi_learn(self, client: tuple, address: str, args: tuple) -> None:
+        param = self._one_value(client, address, args, "a parameter name, or none to cancel")
+        if param is None:
+            return
+        if self._midi is None:
+            self._refuse(client, address, "MIDI is off; start with --midi [PORT]")
+            return
+        try:
+            self._midi.learn(str(param))
+        except MidiError as err:
+            self._refuse(client, address, str(err))
+            return
+        self.applied += 1
+
     def _on_unknown(self, client: tuple, address: str, args: tuple) -> None:
         if any(c in address for c in PATTERN_CHARS):
             self._refuse(
@@ -700,6 +704,24 @@ def address_table() -> list[dict[str, str]]:
         ),
         _row(
             "in",
+            PREFIX + "audience",
+            "s|f",
+            "on | off | clear | skip, or 1/0",
+            "on",
+            "audience requests (--audience): on or off (off empties the queue), clear the "
+            "queue, or skip to the next request",
+        ),
+        _row(
+            "in",
+            MIDI_LEARN,
+            "s",
+            "parameter name, or none",
+            "",
+            "MIDI learn (with --midi): the next moved control drives this parameter; none "
+            "cancels (key M in the window does the same)",
+        ),
+        _row(
+            "in",
             PREFIX + "reset",
             "[f]",
             "none or 1",
@@ -723,7 +745,7 @@ def address_table() -> list[dict[str, str]]:
             "send every parameter and stat to the status target at once, as one bundle",
         ),
     ]
-    for name, doc in (*STATS, *PERIODIC):
+    for name, doc in (*STATS, *PERIODIC, *AUDIENCE):
         kind = "s" if name in TEXT else "f"
         rows.append(_row("out", STATUS_PREFIX + name, kind, "", "", doc))
     rows += [

@@ -147,6 +147,9 @@ class LiveParams:
         }
         self._pending_layer: str | None = None  # asked for with a model switch, applied on load
         self._target_from: int | None = None  # the target a switch glides away from
+        # A visitor's class (audience requests), dreamed instead of the operator's target,
+        # which stays stored and comes back when this is None.
+        self._override: int | None = None
         self._target_glide = _Glide(1.0)  # 0 -> 1 over a switch: the new target's share
         self._reset_count = 0
         self._snapshot_count = 0
@@ -225,7 +228,8 @@ class LiveParams:
             except ParamError as err:
                 errors.append(str(err))
         if errors:
-            raise ParamError("; ".join(errors) + f" (valid parameters: {', '.join(NAMES)})")
+            # each message says what is valid for its own entry (an unknown name lists NAMES)
+            raise ParamError("; ".join(errors))
         # Layer before model would be checked against the old model's layers: callers that
         # switch models call set_layers first, then update.
         with self._lock:
@@ -267,6 +271,20 @@ class LiveParams:
         """The model dreaming now (the one asked for, `get("model")`, may still be loading)."""
         with self._lock:
             return self._dreaming
+
+    def override_target(self, index: int | None, glide: bool = True) -> None:
+        """Dream class `index` instead of the operator's target, or None to return to it.
+
+        The operator's own target stays stored (OSC and keys still change it, and `state()`
+        reports it); the dream cross-fades to whichever is dreamed over `glide` seconds.
+        """
+        with self._lock:
+            if index == self._override:
+                return
+            before = self._dreamed_target()
+            self._override = index
+            self._glide_target(before, glide)
+            self._version += 1
 
     def step_layer(self, delta: int) -> str:
         """Move to the next (+1) or previous (-1) layer, wrapping; returns its name."""
@@ -328,12 +346,12 @@ class LiveParams:
             counts = (self._reset_count, self._snapshot_count, self._version)
             share = self._target_glide.at(now)  # the new target's share, 0..1
             old = self._target_from
+            target = self._dreamed_target()
         changes: dict[str, dict[str, object]] = {}
         for name, spec in KNOBS.items():
             if spec.section in self._base:
                 changes.setdefault(spec.section, {})[spec.name] = v[name]
         sections = {s: dataclasses.replace(self._base[s], **c) for s, c in changes.items()}
-        target = v["target"]
         weights: dict[int, float] = {}
         for index, w in ((old, 1.0 - share), (target, share)):
             if index is not None and w > 0.0:
@@ -390,18 +408,29 @@ class LiveParams:
 
     def _store(self, name: str, stored: object, glide: bool) -> None:
         """Store a resolved value; the lock must be held."""
-        if name == "target" and stored != self._values["target"]:
-            now = self._clock()
-            # Where a switch is still gliding, the new one starts from the nearer end of it.
-            if self._target_glide.at(now) >= 0.5:
-                self._target_from = self._values["target"]
-            self._target_glide = _Glide(0.0)
-            self._target_glide.go(1.0, now, float(self._values["glide"]) if glide else 0.0)
+        before = self._dreamed_target()
         self._values[name] = stored
+        if name == "target":
+            self._glide_target(before, glide)
         if name in self._glides:
             seconds = float(self._values["glide"]) if glide else 0.0
             self._glides[name].go(float(stored), self._clock(), seconds)
         self._version += 1
+
+    def _dreamed_target(self) -> int | None:
+        """The class dreamed now: a visitor's, else the operator's; the lock must be held."""
+        return self._override if self._override is not None else self._values["target"]  # type: ignore[return-value]
+
+    def _glide_target(self, before: int | None, glide: bool) -> None:
+        """Cross-fade from `before` to the class dreamed now, if they differ; the lock must be held."""
+        if self._dreamed_target() == before:
+            return
+        now = self._clock()
+        # Where a switch is still gliding, the new one starts from the nearer end of it.
+        if self._target_glide.at(now) >= 0.5:
+            self._target_from = before
+        self._target_glide = _Glide(0.0)
+        self._target_glide.go(1.0, now, float(self._values["glide"]) if glide else 0.0)
 
     def _resolve(self, name: str, value: object, strict: bool) -> object:
         """The value to store for `name`, or ParamError. Runs without the lock (class-name
@@ -462,11 +491,24 @@ def _resolve_layer(value: object, layers: tuple[str, ...], model: str) -> str:
                 if name.lower() == text.lower():
                     return name
             raise ParamError(
-                f"unknown layer {text!r} for {model}; valid layers: "
-                f"{', '.join(layers)} (or an index 0-{len(layers) - 1})"
+                f"unknown layer {text!r} for {model}{_other_model_hint(text, model)}; valid "
+                f"layers: {', '.join(layers)} (or an index 0-{len(layers) - 1})"
             ) from None
     index = int(round(_number(KNOBS["layer"], value)))
     return layers[min(max(index, 0), len(layers) - 1)]
+
+
+def _other_model_hint(layer: str, model: str) -> str:
+    """ " (inception4c is a googlenet layer: ...)" when another model has the layer, else ""."""
+    from realtime.engine.models import MODEL_NAMES, model_layers
+
+    for other in MODEL_NAMES:
+        if other != model and layer.lower() in (n.lower() for n in model_layers(other)):
+            return (
+                f" ({layer} is a {other} layer: pass --model {other}, which needs its weights, "
+                f"or take a layer of {model})"
+            )
+    return ""
 
 
 def _resolve_target(value: object) -> int | None:

@@ -14,6 +14,7 @@ from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message import OscMessage
 from pythonosc.osc_message_builder import OscMessageBuilder
 
+from realtime.control.audience import AudienceQueue
 from realtime.control.params import LiveParams
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,25 @@ STATS = (
     ("source_fps", "frames per second from the source itself; 0 while it gives none"),
     ("recording", "ready, recording, stopped (a fault: see error) or closed; only with --record"),
 )
+# Audience requests (only with --audience), sent every tick under /dream/status/.
+AUDIENCE = (
+    ("audience/now", "the class a visitor asked for, dreamed now; none when it is the operator's"),
+    ("audience/length", "visitors' requests waiting"),
+    ("audience/queue", "the waiting classes, next first, comma-separated"),
+)
 # Sent as strings ("s"), not numbers.
-TEXT = frozenset({"layer", "target", "model", "model_loading", "recording", "source"})
+TEXT = frozenset(
+    {
+        "layer",
+        "target",
+        "model",
+        "model_loading",
+        "recording",
+        "source",
+        "audience/now",
+        "audience/queue",
+    }
+)
 
 RESOLVE_RETRY_S = 5.0  # how often an unresolvable status host is looked up again
 MAX_PENDING_ERRORS = 16  # error messages queued between ticks; a flood keeps only the newest
@@ -130,6 +148,7 @@ class StatusSender:
         stats: Callable[[], Mapping[str, object]] | None = None,
         target: str = "127.0.0.1:9001",
         hz: float = 4.0,
+        audience: AudienceQueue | None = None,
     ) -> None:
         """Args:
         params: the live parameters to report.
@@ -137,6 +156,7 @@ class StatusSender:
             the status thread, so it must be thread-safe. None sends no stats.
         target: "HOST:PORT" to send to.
         hz: status ticks per second (0 = only sync and errors).
+        audience: the visitors' requests, reported each tick (AUDIENCE); None: not.
 
         Raises:
             StatusError: a malformed target or a rate outside 0..100.
@@ -146,6 +166,7 @@ class StatusSender:
             raise StatusError(f"expected a status rate 0..100 per second, got {hz!r}")
         self._params = params
         self._stats = stats
+        self._audience = audience
         self._period = 1.0 / float(hz) if hz else None
         # Guards _errors and _sync_requested, which other threads fill.
         self._lock = threading.Lock()
@@ -241,12 +262,25 @@ class StatusSender:
         state = self._params.state()
         values = self._read_stats()
         values.update({name: state[name] for name, _ in PERIODIC})
+        values.update(self._audience_values())
         return values
 
     def _sync_values(self) -> dict[str, object]:
         values = self._read_stats()
         values.update(self._params.state())
+        values.update(self._audience_values())
         return values
+
+    def _audience_values(self) -> dict[str, object]:
+        if self._audience is None:
+            return {}
+        view = self._audience.view()
+        now = view["now"]
+        return {
+            "audience/now": "none" if now is None else now["name"],  # type: ignore[index]
+            "audience/length": view["length"],
+            "audience/queue": ", ".join(view["queue"]),  # type: ignore[arg-type]
+        }
 
     @staticmethod
     def _messages(values: Mapping[str, object]) -> Iterator[OscMessage]:

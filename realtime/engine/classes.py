@@ -28,11 +28,57 @@ def _norm(text: str) -> str:
     return re.sub(r"[\s_\-]+", " ", text.strip().lower())
 
 
+# Words for a kind of thing whose classes do not all carry the word ("black widow", "tarantula"
+# are spiders; "tabby", "lion" cats): ImageNet-1k's classes are ordered by WordNet, so each kind
+# is a few runs of indices (first, last), inclusive.
+FAMILIES: dict[str, tuple[tuple[int, int], ...]] = {
+    "spider": ((72, 77),),
+    "dog": ((151, 268),),
+    "cat": ((281, 293),),  # domestic cats, then the big cats
+    "bird": ((7, 24), (80, 100), (127, 146)),
+    "snake": ((52, 68),),
+    "fish": ((0, 6), (389, 397)),
+    "ape": ((365, 369),),
+    "monkey": ((370, 382),),
+    "butterfly": ((321, 326),),
+    "beetle": ((300, 306),),
+}
+
+
+def family(query: str, close: bool = False) -> list[int]:
+    """The classes of a kind named by `query` ("spider", "spiders", "butterflies"), or [].
+
+    Args:
+        close: also take a word spelt close to a kind ("spidr"), for suggestions.
+    """
+    q = _norm(query)
+    kind = next((w for w in _forms(q) if w in FAMILIES), None)
+    if kind is None and close:
+        kind = next(iter(difflib.get_close_matches(q, FAMILIES, n=1, cutoff=0.8)), None)
+    if kind is None:
+        return []
+    return [i for first, last in FAMILIES[kind] for i in range(first, last + 1)]
+
+
+def _forms(q: str) -> set[str]:
+    """A normalised word and its singulars: "butterflies" -> butterfly, "fishes" -> fish."""
+    forms = {q}
+    if q.endswith("s"):
+        forms.add(q[:-1])
+    if q.endswith("es"):
+        forms.add(q[:-2])
+    if q.endswith("ies"):
+        forms.add(q[:-3] + "y")
+    return {f for f in forms if f == q or len(f) >= 3}  # "s" is no word to look for
+
+
 def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
     """Classes matching a query, best first.
 
-    Order: exact name, then names that start with the query, then names that
-    contain it as whole words, then as a substring, then close spellings.
+    Order: exact name, then the classes of a kind the query names (FAMILIES: "spider" gives
+    "black widow" and "tarantula"), then names that start with the query, then names that
+    contain it as whole words, then as a substring. Only when none of these match (a
+    misspelling): close spellings, and the kind spelt close to it.
 
     Args:
         query: free text such as "spider", "Spider Web", "espresso".
@@ -47,22 +93,22 @@ def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
         return [(i, n) for i, n in enumerate(names)][:limit]
     normed = _normed_names()
     word = re.compile(rf"\b{re.escape(q)}\b")
-    tiers: list[list[int]] = [[], [], [], []]
+    tiers: list[list[int]] = [[], family(q), [], [], []]
     for i, n in enumerate(normed):
         if n == q:
             tiers[0].append(i)
         elif n.startswith(q):
-            tiers[1].append(i)
-        elif word.search(n):
             tiers[2].append(i)
-        elif q in n:
+        elif word.search(n):
             tiers[3].append(i)
-    ranked = [i for tier in tiers for i in tier]
-    if len(ranked) < limit:
+        elif q in n:
+            tiers[4].append(i)
+    ranked = list(dict.fromkeys(i for tier in tiers for i in tier))  # first place kept
+    if not ranked:  # nothing contains it: a misspelling; suggest what it is spelt close to
+        ranked = family(q, close=True)
         for close in difflib.get_close_matches(q, normed, n=limit, cutoff=0.6):
-            i = normed.index(close)
-            if i not in ranked:
-                ranked.append(i)
+            if normed.index(close) not in ranked:
+                ranked.append(normed.index(close))
     return [(i, names[i]) for i in ranked[:limit]]
 
 
@@ -88,7 +134,7 @@ def _names_it(query: str, name: str) -> bool:
     """Whether `query` names `name`: the whole name, its start, a whole word or a part of it, or
     a spelling at least CLOSE_ENOUGH to it."""
     q, n = _norm(query), _norm(name)
-    if q and q in n:
+    if q and any(form in n for form in _forms(q)):
         return True
     return difflib.SequenceMatcher(None, q, n).ratio() >= CLOSE_ENOUGH
 
@@ -130,9 +176,11 @@ def resolve_class(query: str | int | float) -> int:
 @functools.lru_cache(maxsize=_LOOKUPS)
 def _lookup_name(text: str) -> int | str:
     """The class a name means, or the refusal's message (cached either way)."""
-    hits = search(text, limit=5)
-    if hits and _names_it(text, class_names()[hits[0][0]]):
-        return hits[0][0]
+    hits = search(text, limit=len(class_names()))
+    for index, name in hits:  # the first the query names: "spider" -> a spider, not a "pier"
+        if _names_it(text, name):
+            return index
+    hits = hits[:5]
     nearest = f"; nearest: {', '.join(n for _, n in hits)}" if hits else ""
     return (
         f"unknown ImageNet class {text!r}{nearest}; try `python installation.py classes "

@@ -128,7 +128,11 @@ def bundled_weights_path() -> Path:
 
 class SameConv2d(nn.Conv2d):
     """Conv2d with TensorFlow "same" padding: for stride 2 on an even size the extra pixel of
-    padding goes to the bottom/right, which symmetric padding gets wrong by half a pixel."""
+    padding goes to the bottom/right, which symmetric padding gets wrong by half a pixel.
+
+    Built without a bias (the checkpoint has none); a BatchNorm folded into it (engine.fold)
+    sets one, which the convolution kernel then adds.
+    """
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
         super().__init__(c_in, c_out, kernel, stride=stride, padding=0, groups=groups, bias=False)
@@ -142,9 +146,11 @@ class SameConv2d(nn.Conv2d):
             # Symmetric (every stride-1 layer): the convolution pads by itself, with no padded
             # copy of the input made forward and backward (~15% of a CPU step).
             padding = (pad_h // 2, pad_w // 2)
-            return F.conv2d(x, self.weight, None, self.stride, padding, self.dilation, self.groups)
+            return F.conv2d(
+                x, self.weight, self.bias, self.stride, padding, self.dilation, self.groups
+            )
         x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+        return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
 def _bn(channels: int) -> nn.BatchNorm2d:

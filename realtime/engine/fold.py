@@ -6,7 +6,7 @@ import copy
 import logging
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from realtime.engine.conditioning import TINY
 from realtime.engine.models import LOGITS, DreamModel
@@ -17,18 +17,6 @@ _FOLD_PROBE = 64  # px; the smallest input every model maps to >= 1x1 at its dee
 # Relative activation change a correct fold stays far below (float rounding, TF32 convolutions on
 # CUDA: ~1e-3); a BatchNorm paired with the wrong conv changes activations by order 1.
 _FOLD_TOLERANCE = 1e-2
-
-
-class ChannelBias(nn.Module):
-    """What a folded BatchNorm leaves after a conv that takes no bias: a per-channel shift (the
-    scale went into the conv's weights). Keeps the input's dtype (fp16 under autocast)."""
-
-    def __init__(self, bias: Tensor) -> None:
-        super().__init__()
-        self.register_buffer("bias", bias.detach().reshape(1, -1, 1, 1).clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.bias.to(x.dtype)  # (B, C, H, W)
 
 
 def _conv_bn_pairs(net: nn.Module) -> list[tuple[nn.Module, nn.Conv2d, str, nn.BatchNorm2d]]:
@@ -67,11 +55,9 @@ def fold_batchnorm(model: DreamModel) -> DreamModel:
         if conv.bias is not None:
             bias = bias + conv.bias * scale
         conv.weight.mul_(scale.view(-1, 1, 1, 1).to(conv.weight.dtype))
-        if type(conv) is nn.Conv2d:  # its forward adds self.bias, fused into the conv kernel
-            conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
-            setattr(parent, bn_name, nn.Identity())
-        else:  # a subclass may ignore self.bias (SameConv2d does)
-            setattr(parent, bn_name, ChannelBias(bias))
+        # Every conv here adds self.bias in its own kernel (SameConv2d too): no separate pass.
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
+        setattr(parent, bn_name, nn.Identity())
     probe = torch.rand(1, 3, _FOLD_PROBE, _FOLD_PROBE, generator=torch.Generator().manual_seed(0))
     probe = probe.to(model.device)
     names = [*model.layers, LOGITS]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import http.client
 import logging
@@ -239,8 +240,10 @@ def random_model(name: str, device: str | torch.device = "cpu") -> DreamModel:
     return model.eval().requires_grad_(False).to(device)
 
 
+@functools.lru_cache(maxsize=len(MODEL_NAMES))
 def model_layers(name: str) -> tuple[str, ...]:
-    """Dreamable layer names of a model, shallow to deep, without loading any weights."""
+    """Dreamable layer names of a model, shallow to deep, without loading any weights (built
+    once per model: a refusal on the OSC thread looks them up)."""
     return build_architecture(name).layers
 
 
@@ -343,8 +346,7 @@ def download_weights(
         raise ModelError(f"could not download {url}: {err}") from err
     finally:
         partial.unlink(missing_ok=True)
-    logger.info("downloaded %s weights to %s", name, dest)
-    return dest
+    return dest  # not logged here: load_model's one line says which model and where from
 
 
 def weights_status(name: str) -> str:
@@ -359,6 +361,28 @@ def weights_status(name: str) -> str:
     if path.is_file():
         return f"cached: {path}"
     return f"not cached; downloads {weights_url(name)} to {path} on first use"
+
+
+def auto_choice(weights: str | Path | None = None) -> tuple[str, str]:
+    """The model `auto` dreams with here, judged without downloading anything, and why.
+
+    GoogLeNet when a weights file is given or its weights are cached; else the bundled
+    EfficientNet-Lite0 (a run with network access would download GoogLeNet's weights first).
+
+    Returns:
+        (model name, one line saying why).
+    """
+    if weights is not None:
+        return DEFAULT_MODEL, f"auto: {DEFAULT_MODEL} (weights file {weights})"
+    if cache_path(DEFAULT_MODEL).is_file():
+        return (
+            DEFAULT_MODEL,
+            f"auto: {DEFAULT_MODEL} (weights cached at {cache_path(DEFAULT_MODEL)})",
+        )
+    return FALLBACK_MODEL, (
+        f"auto: {FALLBACK_MODEL}, the bundled model (GoogLeNet's weights are not cached at "
+        f"{cache_path(DEFAULT_MODEL)}; online, a run downloads them and dreams {DEFAULT_MODEL})"
+    )
 
 
 def offline_refusal(name: str, weights: str | Path | None = None) -> str | None:
@@ -479,8 +503,9 @@ def load_model(
                 reason = f"model: {name} ({missing})"
     else:
         name = resolve_model_name(name)
+        fetched = weights is None and name != FALLBACK_MODEL and not cache_path(name).is_file()
         path = _weights_file(name, weights, progress, download)
-        reason = f"model: {name} (weights from {path})"
+        reason = f"model: {name} ({'downloaded weights to' if fetched else 'weights from'} {path})"
     state = _read_state_dict(path)
     if name == "googlenet":  # torchvision's file holds the auxiliary classifiers; not used here
         state = {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}

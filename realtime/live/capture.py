@@ -24,15 +24,24 @@ REOPEN_LINES = 3  # failed reopens in a row logged each; after that, one line a 
 REOPEN_LINE_S = 60.0
 
 
-def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Crop `image` to the aspect ratio of `size` (centred) and resize it to `size` (w, h).
+def fit_frame(image: np.ndarray, size: tuple[int, int], fit: str = "crop") -> np.ndarray:
+    """`image` (H, W, 3) made exactly `size` (w, h) without distorting it.
 
-    Cropping first keeps people undistorted when a 16:9 camera feeds a 4:3 dream.
+    Args:
+        fit: "crop": fill the frame, trimming the longer side (centred), as a 16:9 camera feeds
+            a 4:3 dream; "letterbox": the whole picture, scaled to fit, with black bars.
     """
     w, h = size
     ih, iw = image.shape[:2]
     if (iw, ih) == (w, h):
         return image
+    if fit == "letterbox":
+        s = min(w / iw, h / ih)
+        fw, fh = max(1, min(w, round(iw * s))), max(1, min(h, round(ih * s)))
+        out = np.zeros((h, w, 3), np.uint8)  # (H, W, 3) black bars around the picture
+        x, y = (w - fw) // 2, (h - fh) // 2
+        out[y : y + fh, x : x + fw] = cv2.resize(image, (fw, fh), interpolation=cv2.INTER_AREA)
+        return out
     if iw * h > ih * w:  # too wide: trim the sides
         cw = max(1, round(ih * w / h))
         x = (iw - cw) // 2
@@ -43,6 +52,14 @@ def fit_frame(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = image[y : y + ch]
     # INTER_AREA averages whole source pixels: no aliasing shimmer when shrinking.
     return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+
+
+def fit_mode(fit: str, source: FrameSource) -> str:
+    """capture.fit for a source: "auto" letterboxes a still picture (nothing of a portrait is
+    cut away) and crops moving pictures (cameras, video: the frame stays filled)."""
+    if fit == "auto":
+        return "letterbox" if source.still else "crop"
+    return fit
 
 
 class CaptureThread:
@@ -70,6 +87,7 @@ class CaptureThread:
         on_event: Callable[[str, str], None] | None = None,
         holding: FrameSource | None = None,
         hold_after: float = 10.0,
+        fit: str = "auto",
     ) -> None:
         """
         Args:
@@ -85,6 +103,8 @@ class CaptureThread:
             holding: the holding picture (the demo, a still), shown while the source gives
                 nothing; None keeps the last frame, and start() fails if the source cannot open.
             hold_after: seconds without a frame from the source before the holding picture.
+            fit: how frames of another shape are made `size`: crop, letterbox, or auto
+                (see fit_mode; the holding picture is fitted by its own kind).
         """
         if len(size) != 2 or min(size) < 1:
             raise SourceError(f"expected size (width, height) in pixels, got {size!r}")
@@ -97,6 +117,8 @@ class CaptureThread:
             )
         self.source = source
         self.size = (int(size[0]), int(size[1]))
+        self.fit = fit_mode(fit, source)
+        self._holding_fit = fit_mode(fit, holding) if holding is not None else fit
         self.fps = fps
         self.stall_timeout = stall_timeout
         self.backoff = backoff
@@ -237,7 +259,7 @@ class CaptureThread:
                 if self._stop.is_set():
                     break
                 if problem is None:
-                    self._put(reader.result, reader.read_at)
+                    self._put(reader.result, reader.read_at, self.fit)
                     self.meter.tick(now=reader.read_at)
                     self._last_good = reader.read_at
                     with self._lock:
@@ -264,8 +286,8 @@ class CaptureThread:
                 logger.warning("%s: a read is still blocked; leaving it open", self.source.name)
             self._set(state="stopped")
 
-    def _put(self, image: np.ndarray, read_at: float) -> None:
-        self.slot.put(Frame(fit_frame(image, self.size), read_at, self._index))
+    def _put(self, image: np.ndarray, read_at: float, fit: str) -> None:
+        self.slot.put(Frame(fit_frame(image, self.size, fit), read_at, self._index))
         self._index += 1
 
     def _trouble(self, state: str, **fields: object) -> None:
@@ -328,7 +350,7 @@ class CaptureThread:
                 f"{self.source.name} {gone}; showing the holding picture ({self.holding.name}) "
                 f"while retrying it",
             )
-        self._put(image, now)
+        self._put(image, now, self._holding_fit)
         interval = 1.0 / (self.fps or self.holding.fps or DEFAULT_PACE_FPS)
         due = self._hold_due + interval
         self._hold_due = due if due > now else now + interval  # behind (or first): a new beat

@@ -6,6 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import cv2
 import torch
 from torch.profiler import record_function
 
@@ -97,11 +98,18 @@ class FramePipeline:
             self._reset_seen = snap.reset_count
             self.feedback.reset()
         with record_function("upload"):
-            camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
-            h, w = camera_t.shape[-2:]
+            h, w = frame.image.shape[:2]
             scale = snap.dream.scale * self.scale  # the dream's size, after any OOM shrink
             small = (max(8, round(h * scale)), max(8, round(w * scale)))
-            camera_small = resize(camera_t, small) if scale < 1.0 else camera_t  # (1, 3, h, w)
+            # On the CPU a smaller dream is composed onto the frame by OpenCV on the host (see
+            # read-back): only the small copy is uploaded, and the full size never is.
+            on_host = self.device.type == "cpu" and small != (h, w)
+            if on_host:
+                shrunk = cv2.resize(frame.image, small[::-1], interpolation=cv2.INTER_AREA)
+                camera_t = camera_small = self._upload(shrunk)  # (1, 3, h, w)
+            else:
+                camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
+                camera_small = resize(camera_t, small)  # (1, 3, h, w); itself at full size
         with record_function("feedback"):
             x = self.feedback.apply(camera_small, frame.image, snap.feedback)  # (1, 3, h, w)
         if snap.dream.steps > 0:
@@ -112,9 +120,12 @@ class FramePipeline:
         with record_function("feedback"):
             self.feedback.remember(x, camera_small, snap.feedback)
         with record_function("read-back"):
-            if x.shape[-2:] != (h, w):  # the dream's detail on the full-size frame, kept sharp
-                x = (camera_t + resize(x - camera_small, (h, w))).clamp_(0.0, 1.0)
-            readback = self._download.start(x)
+            if on_host:  # the dream's detail on the full-size frame, kept sharp
+                readback = self._download.start_composed(frame.image, x - camera_small)
+            else:
+                if x.shape[-2:] != (h, w):  # the same, on the device
+                    x = (camera_t + resize(x - camera_small, (h, w))).clamp_(0.0, 1.0)
+                readback = self._download.start(x)
         return Pending(frame, snap, readback, started)
 
     def finish(self, pending: Pending):

@@ -36,11 +36,13 @@ class FrameSource:
         name: short human name for log lines ("camera 0", "video clip.mp4").
         is_live: True for cameras and streams, which deliver at their own pace and may stall.
         fps: the source's own frame rate, or None when it has none (still image) or is unknown.
+        still: True for one still picture (fitted whole by capture.fit = auto).
     """
 
     name: str = "source"
     is_live: bool = False
     fps: float | None = None
+    still: bool = False
 
     def open(self) -> None:
         """Open (or reopen after close) the source. Raises SourceError if it cannot."""
@@ -226,6 +228,8 @@ class StreamSource(_OpenCVSource):
 
 class ImageSource(FrameSource):
     """One still picture, repeated for ever."""
+
+    still = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

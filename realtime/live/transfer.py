@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
@@ -92,6 +93,17 @@ class Uploader:
         return self._out.copy_(chw).div_(255.0)  # (1, 3, H, W) float32 in [0, 1]
 
 
+def _to_uint8_cpu(chw: Tensor, out: np.ndarray) -> None:
+    """(3, H, W) float in [0, 1] on the CPU -> `out`, (H, W, 3) uint8, rounded and saturated.
+
+    OpenCV interleaves the planes and converts in SIMD loops, 4-5x faster than torch's strided
+    copy into (H, W, 3) (bench --profile: a 640x360 read-back ~1.5 ms instead of ~7 ms).
+    """
+    hwc = cv2.merge(list(chw.float().numpy()))  # (H, W, 3) float32 from three plane views
+    cv2.max(hwc, 0.0, dst=hwc)  # negatives to 0 (the scalar 0 is 0 for every channel)
+    cv2.convertScaleAbs(hwc, out, alpha=255.0)  # 255 x, rounded, saturated at 255
+
+
 @dataclass
 class _Slot:
     """One read-back buffer set: device float and uint8 staging, host (pinned on CUDA) uint8."""
@@ -107,7 +119,8 @@ class _Slot:
 class Readback:
     """A read-back under way: `Downloader.finish` waits for it and returns the picture."""
 
-    slot: _Slot
+    slot: _Slot | None  # None for a picture composed on the host
+    image: np.ndarray | None = None  # CPU: the picture itself, already converted
 
 
 class Downloader:
@@ -119,16 +132,25 @@ class Downloader:
     host sync, on an event) and copies the picture out, because the display and the recorder
     keep it while later frames are read back. Two buffer sets alternate, so frame N can be
     finished while frame N+1's read-back is already queued behind its dream (the loop overlaps
-    host and device work this way on CUDA). `__call__` is start then finish.
+    host and device work this way on CUDA). `__call__` is start then finish. On the CPU there is
+    no bus to cross: `start` converts at once with OpenCV into a fresh array, which `finish`
+    returns without a copy.
 
     One thread (the dream thread) uses an instance.
     """
 
     SLOTS = 2  # double buffering: one read-back being finished, one queued
 
-    def __init__(self, device: torch.device | str) -> None:
+    def __init__(self, device: torch.device | str, opencv: bool | None = None) -> None:
+        """Args:
+        device: where the frames to read back are.
+        opencv: convert on the host with OpenCV (only possible on the CPU); None: on the CPU.
+        """
         self.device = torch.device(device)
         self._cuda = self.device.type == "cuda"
+        self.opencv = self.device.type == "cpu" if opencv is None else opencv
+        if self.opencv and self.device.type != "cpu":
+            raise TransferError(f"OpenCV converts on the CPU, not on {self.device}")
         self._slots: list[_Slot] = []
         self._next = 0  # which slot the next start() uses
         self.allocations = 0  # how many times the buffers were (re)allocated
@@ -158,6 +180,10 @@ class Downloader:
         if t.device != self.device and not (t.device.type == self.device.type == "cuda"):
             raise TransferError(f"expected a tensor on {self.device}, got one on {t.device}")
         h, w = t.shape[-2:]
+        if self.opencv:  # converted at once into a fresh array the caller keeps
+            image = np.empty((h, w, 3), dtype=np.uint8)
+            _to_uint8_cpu(t.detach()[0], image)
+            return Readback(None, image)
         if not self._slots or self._slots[0].scaled.shape[-2:] != (h, w):
             self._allocate(h, w)
         slot = self._slots[self._next]
@@ -172,8 +198,37 @@ class Downloader:
             slot.copied.record()
         return Readback(slot)
 
+    def start_composed(self, base: np.ndarray, detail: Tensor) -> Readback:
+        """Read back `base` plus `detail` enlarged to its size, composed on the host (CPU only).
+
+        Args:
+            base: (H, W, 3) uint8 RGB, the full-size frame.
+            detail: (1, 3, h, w) float on the CPU, what the dream added to a smaller copy of it
+                (on the 0..1 scale); enlarged bilinearly (half-pixel centres, as F.interpolate).
+
+        Returns:
+            a finished Readback: OpenCV enlarges, adds and saturates in one pass each (a 640x360
+            frame from 320x180 in ~1 ms, against ~5 ms for the same in torch plus read-back).
+        """
+        if not self.opencv or detail.device.type != "cpu":
+            raise TransferError(
+                f"start_composed composes on the CPU with OpenCV, not {detail.device}"
+            )
+        if detail.ndim != 4 or detail.shape[:2] != (1, 3) or base.ndim != 3 or base.shape[2] != 3:
+            raise TransferError(
+                f"expected an (H, W, 3) frame and a (1, 3, h, w) detail, got {base.shape} and "
+                f"{tuple(detail.shape)}"
+            )
+        h, w = base.shape[:2]
+        planes = list(detail.detach()[0].float().numpy())  # three (h, w) float32 views
+        big = cv2.resize(cv2.merge(planes), (w, h), interpolation=cv2.INTER_LINEAR)  # (H, W, 3)
+        image = cv2.addWeighted(base, 1.0, big, 255.0, 0.0, dtype=cv2.CV_8U)  # saturated
+        return Readback(None, image)
+
     def finish(self, pending: Readback) -> np.ndarray:
         """Wait for a read-back; returns a fresh (H, W, 3) uint8 array the caller owns."""
+        if pending.image is not None:
+            return pending.image
         if pending.slot.copied is not None:
             pending.slot.copied.synchronize()  # the frame's one read-back wait
         return pending.slot.host_np.copy()

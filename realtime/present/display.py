@@ -21,8 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from realtime.control.config import DisplayConfig
+from realtime.control.midi import MidiLearn
 from realtime.control.params import LiveParams
 from realtime.live.slot import LatestSlot, Output
+from realtime.present.audience_hud import AudienceHud, AudienceShow
 from realtime.present.gl import DisplayError, PairTexture, letterbox, load_program, read_framebuffer
 from realtime.present.hud import Hud, hud_text
 
@@ -52,6 +54,19 @@ _BINDINGS = (
     (("SPACE",), "Space", "pause / resume the dream", "_pause"),
     (("R",), "R", "reset: clear the feedback", "_reset"),
     (("H",), "H", "show / hide the HUD (fps, latency, layer, target)", "_toggle_hud"),
+    (
+        ("A",),
+        "A",
+        "show / hide the audience QR code and what visitors asked for",
+        "_toggle_audience",
+    ),
+    (
+        ("M",),
+        "M",
+        "MIDI learn (with --midi): arm the next parameter, then move a control to bind it "
+        "(Shift+M: cancel)",
+        "_midi_learn",
+    ),
     (("Q", "ESCAPE"), "Q, Escape", "quit", "_quit"),
 )
 KEYS: tuple[tuple[str, str], ...] = tuple((label, doc) for _, label, doc, _ in _BINDINGS)
@@ -123,6 +138,8 @@ class DreamWindow:
         headless: bool = False,
         size: tuple[int, int] = (1280, 720),
         targets: Sequence[int] | None = None,
+        audience: AudienceShow | None = None,
+        midi: MidiLearn | None = None,
     ) -> None:
         """Open the window, compile the shaders and get ready to draw.
 
@@ -136,6 +153,8 @@ class DreamWindow:
             headless: an off-screen EGL surface instead of a window (tests, servers).
             size: the window's (width, height) when not fullscreen.
             targets: ImageNet class indices cycled by key T; None = DEFAULT_TARGET_NAMES.
+            audience: the audience requests' QR code and line to show in a corner; None: none.
+            midi: the MIDI learner key M arms; None: MIDI is off.
 
         Raises:
             DisplayError: no display or GL context, or the shaders failed.
@@ -148,6 +167,7 @@ class DreamWindow:
         self._config = config
         self._stats = stats
         self._on_close = on_close
+        self._midi = midi
         if targets is None:
             from realtime.engine.classes import resolve_class
 
@@ -196,6 +216,7 @@ class DreamWindow:
         self._shown: Output | None = None
         self._shown_age_ms: float | None = None
         self._hud = Hud(config.hud)
+        self._audience = AudienceHud(audience) if audience is not None else None
         self._fps = 0.0
         self._last_draw: float | None = None
         self._notified = False  # on_close was called
@@ -323,6 +344,8 @@ class DreamWindow:
                     )
                 )
             self._hud.draw(self.window.height)
+        if self._audience is not None:
+            self._audience.draw(self.window.width, self.window.height)
 
     def read_pixels(self) -> np.ndarray:
         """The picture as drawn now: (H, W, 3) uint8 RGB, top row first.
@@ -342,6 +365,15 @@ class DreamWindow:
     @property
     def hud_visible(self) -> bool:
         return self._hud.visible
+
+    @property
+    def audience_visible(self) -> bool:
+        return self._audience is not None and self._audience.visible
+
+    @property
+    def audience_text(self) -> str:
+        """The audience line as last laid out ("" without audience requests)."""
+        return "" if self._audience is None else self._audience.text
 
     @property
     def hud_text(self) -> str:
@@ -393,6 +425,18 @@ class DreamWindow:
     def _toggle_hud(self, _mod: int) -> None:
         self._hud.visible = not self._hud.visible
 
+    def _toggle_audience(self, _mod: int) -> None:
+        if self._audience is not None:
+            self._audience.visible = not self._audience.visible
+
+    def _midi_learn(self, modifiers: int) -> None:
+        if self._midi is None:
+            logger.info("key: MIDI learn needs --midi [PORT]")
+        elif modifiers & self._pyglet.window.key.MOD_SHIFT:
+            self._midi.learn(None)
+        else:
+            self._midi.learn_next()
+
     def _quit(self, _mod: int) -> None:
         logger.info("key: quit")
         self._notify_close()
@@ -419,6 +463,8 @@ class DreamWindow:
         self.window.switch_to()
         self._texture.delete()
         self._hud.delete()
+        if self._audience is not None:
+            self._audience.delete()
         self._quad.delete()
         self._program.delete()
         self.window.close()

@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from realtime.control.resources import data_dir
+
 if TYPE_CHECKING:
     from pyglet.graphics.shader import ShaderProgram
 
 logger = logging.getLogger(__name__)
 
-SHADER_DIR = Path(__file__).resolve().parents[2] / "shaders"
+SHADER_DIR = data_dir("shaders")  # in the installed package, else the checkout
 
 
 class DisplayError(RuntimeError):
@@ -80,7 +82,7 @@ def load_program(shader_dir: Path = SHADER_DIR, name: str = "display") -> Shader
             sources.append(path.read_text())
         except OSError as err:
             raise DisplayError(
-                f"cannot read shader {path}: {err}; the shaders/ folder ships next to realtime/"
+                f"cannot read shader {path}: {err}; the shaders/ folder ships with the package"
             ) from err
     return build_program(sources[0], sources[1], name)
 

@@ -84,3 +84,12 @@ def test_preset_names_are_not_paths(name):
 def test_bad_sizes(text):
     with pytest.raises(KnobError, match="WxH"):
         parse_size(text)
+
+
+def test_a_bad_override_is_blamed_on_the_command_line_with_the_range():
+    with pytest.raises(ConfigError) as err:
+        load_config("gallery", ["dream.steps=99"])
+    assert str(err.value) == "dream.steps = 99 is out of range; valid: 0..20 (--set dream.steps=99)"
+    # a flag is named as the user typed it
+    with pytest.raises(ConfigError, match=r"valid: 0\.\.20 \(--steps 99\)$"):
+        load_config(None, ["dream.steps=99"], {"dream.steps=99": "--steps 99"})

@@ -83,6 +83,20 @@ def test_unknown_parameter_lists_valid(params):
         params.set("wobble", 1.0)
 
 
+def test_a_refused_update_ends_with_what_is_valid_for_it(params):
+    with pytest.raises(ParamError) as err:
+        params.update({"layer": "inception9"}, strict=True)
+    assert str(err.value).endswith("(or an index 0-11)")  # the layers, not every parameter
+    with pytest.raises(ParamError, match="valid parameters: model, layer"):
+        params.update({"wobble": 1.0, "steps": 2})
+    # another model's layer says whose it is (the README's GoogLeNet examples, run offline)
+    lite = LiveParams(["stem", "block10", "head"], ["efficientnet_lite0"], "efficientnet_lite0")
+    with pytest.raises(
+        ParamError, match="inception4c is a googlenet layer: pass --model googlenet"
+    ):
+        lite.set("layer", "inception4c")
+
+
 def test_continuous_parameters_glide():
     clock = FakeClock()
     p = LiveParams(LAYERS, ["googlenet"], "googlenet", {"glide": 1.0, "feedback": 0.2}, clock=clock)

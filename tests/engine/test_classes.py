@@ -26,10 +26,33 @@ def test_forgiving_names(query, expected):
     assert class_names()[resolve_class(query)] == expected
 
 
-def test_search_ranks_exact_then_prefix_then_words():
-    names = [n for _, n in search("spider", limit=10)]
-    assert "black widow" not in names[:1]
-    assert any("spider" in n for n in names[:3])
+def test_search_for_a_kind_shows_that_kind_and_nothing_spelt_alike():
+    names = [n for _, n in search("spider", limit=20)]
+    assert names[:6] == [
+        "black and gold garden spider", "barn spider", "garden spider", "black widow",
+        "tarantula", "wolf spider",
+    ]  # fmt: skip
+    assert "spider web" in names
+    assert not {"pier", "spindle", "slide rule"} & set(names)
+    assert {"tabby", "lion", "cheetah"} <= {n for _, n in search("cats", limit=20)}
+    assert {"monarch", "cabbage butterfly"} <= {n for _, n in search("butterflies", limit=20)}
+    assert [n for _, n in search("spider web", limit=3)][0] == "spider web"  # exact name first
+
+
+def test_a_kind_as_a_target_is_one_of_that_kind():
+    assert class_names()[resolve_class("spider")] in {n for _, n in search("spider")[:6]}
+    assert class_names()[resolve_class("butterflies")] == "cabbage butterfly"
+
+
+def test_every_kind_names_real_classes():
+    from realtime.engine.classes import FAMILIES, family
+
+    names = class_names()
+    assert [names[i] for i in family("spider")][-1] == "wolf spider"
+    assert names[family("dog")[0]] == "Chihuahua" and names[family("dog")[-1]] == "Mexican hairless"
+    assert names[family("cat")[0]] == "tabby" and names[family("cat")[-1]] == "cheetah"
+    for kind in FAMILIES:
+        assert 0 < len(family(kind)) == len(set(family(kind)))
 
 
 def test_indices_and_numeric_strings():
@@ -53,4 +76,4 @@ def test_a_misspelling_that_is_not_close_is_refused_with_the_nearest_names():
     with pytest.raises(ClassLookupError) as err:
         resolve_class("spidr")  # must not silently become "spindle"
     message = str(err.value)
-    assert "unknown ImageNet class 'spidr'; nearest: " in message and "spindle" in message
+    assert "unknown ImageNet class 'spidr'; nearest: " in message and "black widow" in message

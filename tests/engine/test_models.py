@@ -219,7 +219,7 @@ def test_googlenet_downloads_into_the_torch_cache(
     model, reason = load_model("googlenet", progress=True)
     cached = tmp_path / "hub" / "checkpoints" / googlenet_file.name
     assert cached.read_bytes() == googlenet_file.read_bytes()
-    assert reason == f"model: googlenet (weights from {cached})"
+    assert reason == f"model: googlenet (downloaded weights to {cached})"  # the one line said
     assert_params_equal(model, googlenet_reference.state_dict())
     assert list(cached.parent.iterdir()) == [cached]  # no partial file left behind
 

@@ -355,3 +355,30 @@ def test_without_a_holding_picture_the_last_frame_holds_and_the_state_says_retry
     time.sleep(0.3)
     assert capture.slot.peek()[0] == count and number_of(held.image) == 9  # frozen, but said
     assert "holding" not in [k for k, _ in events]
+
+
+def test_a_still_portrait_is_letterboxed_whole_not_cropped_through_the_head(tmp_path):
+    from realtime.live.sources import ImageSource
+
+    portrait = np.full((200, 100, 3), 128, np.uint8)  # (H, W, 3) a 1:2 portrait, grey
+    portrait[:20, 40:60] = (255, 0, 0)  # the head, at the very top
+    portrait[-20:, 40:60] = (0, 0, 255)  # the feet, at the very bottom
+    path = tmp_path / "portrait.png"
+    cv2.imwrite(str(path), cv2.cvtColor(portrait, cv2.COLOR_RGB2BGR))
+
+    def first_frame(fit: str) -> np.ndarray:
+        capture = CaptureThread(ImageSource(path), (64, 36), fit=fit)  # a 16:9 dream
+        capture.start()
+        try:
+            _, frame = capture.slot.get(timeout=3.0)
+            return frame.image
+        finally:
+            capture.stop()
+
+    boxed = first_frame("auto")  # a still: letterboxed
+    assert boxed.shape == (36, 64, 3)
+    assert boxed[:, :20].max() == 0 and boxed[:, -20:].max() == 0  # black bars at the sides
+    assert boxed[1, 32, 0] > 200 and boxed[-2, 32, 2] > 200  # head and feet both there
+    cropped = first_frame("crop")  # the other choice fills the frame and loses both
+    assert cropped[:, 0].min() > 100
+    assert cropped[..., 0].max() < 200 and cropped[..., 2].max() < 200

@@ -274,6 +274,24 @@ def test_keys_drive_the_live_params(make_window, params):
     assert params.snapshot().version == after.version + 1 and not window.closed
 
 
+def test_key_m_arms_midi_learn_and_shift_m_cancels(make_window, params, tmp_path):
+    from pyglet.window import key
+
+    from realtime.control.midi import LEARNABLE, BindingsFile, MidiLearn
+
+    midi = MidiLearn(params, "controller", BindingsFile(tmp_path / "midi.json"))
+    window, _ = make_window(midi=midi)
+    press(window, key.M)
+    assert midi.armed == LEARNABLE[0]
+    press(window, key.M)
+    assert midi.armed == LEARNABLE[1]
+    press(window, key.M, key.MOD_SHIFT)
+    assert midi.armed is None
+    plain, _ = make_window()  # no --midi: the key is answered with a log line, nothing else
+    press(plain, key.M)
+    assert not plain.closed
+
+
 def test_default_targets_are_classic_classes(make_window, params):
     from pyglet.window import key
 
@@ -392,12 +410,14 @@ def test_run_returns_when_stop_is_set():
 
 
 @pytest.fixture
-def xvfb():
-    """Start Xvfb on a display number it picks itself (-displayfd); yields ':N'."""
+def xvfb(request):
+    """Start Xvfb on a display number it picks itself (-displayfd); yields ':N'. Its screen is
+    400x240x24 unless the test parametrizes it (indirect=True) with another WxHxD."""
     require(shutil.which("Xvfb") is not None, "Xvfb not installed")
+    screen = getattr(request, "param", "400x240x24")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "400x240x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", screen, "-nolisten", "tcp"],
         pass_fds=(write_fd,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
