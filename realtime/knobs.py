@@ -350,6 +350,11 @@ class ModelConfig(Section, section="model"):
         kind="target",
     )
     weights: str = knob("", doc="weights file for an offline machine; empty: cache or download")
+    live_download: bool = knob(
+        True,
+        doc="a live switch (OSC, keys, presets) may download missing weights; false: a switch "
+        "to a model whose weights are not on disk is refused (a gallery: no download at show time)",
+    )
     device: str = knob(
         "auto", doc="where the dream runs; auto: cuda, then mps, then cpu", choices=DEVICES
     )
@@ -375,6 +380,15 @@ class CaptureConfig(Section, section="capture"):
     )
     stall_timeout: float = knob(
         2.0, 0.1, 60, "time without a frame before a live source is reopened", unit="s"
+    )
+    holding: str = knob(
+        "",
+        doc="holding picture while the source gives no frames (it is retried meanwhile, and "
+        "taken back when it returns): demo, or a still image file; empty: keep the last frame, "
+        "and a source that cannot be opened at start is an error",
+    )
+    hold_after: float = knob(
+        10.0, 0.0, 3600, "time without a frame from the source before the holding picture", unit="s"
     )
 
 

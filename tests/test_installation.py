@@ -135,6 +135,33 @@ def test_a_recording_fault_is_on_status_and_the_show_goes_on(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["show.mkv"]
 
 
+def test_the_gallery_starts_without_a_camera_on_the_holding_picture(tmp_path):
+    """Issue 11, item 10: at start with no camera, the gallery preset exited at once. Now it
+    dreams on its holding picture (the demo) and retries the camera, and status says so."""
+    from tests.control.test_osc import Collector
+
+    status = Collector()
+    try:
+        run = cli(
+            *("--config", "gallery", "--source", "9", "--headless", "--frames", "12"),
+            *("--device", "cpu", "--size", SIZE, "--osc-port", "0"),
+            *("--status-to", f"127.0.0.1:{status.port}", "--set", "osc.status_hz=20"),
+            *("--set", "dream.octaves=1", "--set", "dream.steps=1"),
+            cwd=tmp_path,  # the gallery's log file lands here
+        )
+        latest = status.latest()
+    finally:
+        status.close()
+    assert run.returncode == 0, run.stderr[-1500:]
+    assert re.search(r"dreamed 12 frames in", run.stderr)
+    assert "camera 9 could not be opened" in run.stderr
+    assert "showing the holding picture (demo) and retrying it with back-off" in run.stderr
+    assert latest["/dream/status/source"] == "holding"
+    assert latest["/dream/status/source_fps"] == 0.0
+    assert latest["/dream/status/fps"] > 0  # the holding picture is dreamed
+    assert "showing the holding picture" in (tmp_path / "logs" / "installation.log").read_text()
+
+
 def test_no_display_runs_headless_and_says_where_the_clip_is(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     run = subprocess.run(

@@ -25,7 +25,7 @@ from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
 from realtime.live.recorder import VideoRecorder
 from realtime.live.sender import FrameSender
-from realtime.live.sources import VideoFileSource, open_source
+from realtime.live.sources import VideoFileSource, holding_source, make_source
 from realtime.live.watchdog import Watchdog
 
 if TYPE_CHECKING:
@@ -163,13 +163,19 @@ def run(
     summary = None  # (start time, loop, recorder, outputs) of a headless run, for its last line
     _install_signal_handlers(parts.stop)
     try:
-        source = open_source(cfg.capture.source, size)
+        source = make_source(cfg.capture.source, size)  # a spec of no known form: refused here
         # A video file plays at its own rate; stills and the demo at the configured pace.
         pace = None if isinstance(source, VideoFileSource) else cfg.capture.fps
         capture = CaptureThread(
-            source, size, fps=pace, stall_timeout=cfg.capture.stall_timeout, fit=cfg.capture.fit
+            source,
+            size,
+            fps=pace,
+            stall_timeout=cfg.capture.stall_timeout,
+            holding=holding_source(cfg.capture.holding, size),
+            hold_after=cfg.capture.hold_after,
+            fit=cfg.capture.fit,
         )
-        capture.start()
+        capture.start()  # with a holding picture, a camera that is not there yet is retried
         parts.add("capture", capture.stop)
 
         callbacks = []
@@ -195,11 +201,14 @@ def run(
             attract=AttractMode(cfg.attract) if cfg.attract.enabled else None,
             flow_width=cfg.feedback.flow_width,
             on_fatal=lambda reason: parts.fail(reason, cfg.watchdog.exit_grace),
+            download=cfg.model.live_download,
+            on_error=parts.report,
         )
 
         def stats() -> dict[str, object]:
             out = loop.stats()
-            out["capture"] = capture.state
+            out["source"] = capture.state
+            out["source_fps"] = capture.source_fps
             # every fault counts: frames, the recording, snapshots (loop.stats has the frames')
             out["errors"] = int(out["errors"]) + snapshots.errors
             if recorder is not None:

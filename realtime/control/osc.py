@@ -384,6 +384,13 @@ class OscServer:
             return False
         return True
 
+    def _loads(self, model: str) -> bool:
+        """Whether asking for `model` starts a model load: another than the one asked for, and
+        than the one dreaming (asking for that one back only cancels a load, and costs nothing,
+        so it is never spaced: the newest request wins)."""
+        word = model.strip().lower()
+        return word not in (self._params.get("model"), self._params.dreaming)
+
     def _dispatch(self, client: tuple, address: str, args: tuple) -> None:
         handler = self.dispatcher.routes.get(address)
         try:
@@ -486,7 +493,7 @@ class OscServer:
             return
         if spec.kind == "target" and isinstance(value, str) and not self._heavy(client, address):
             return  # a name is searched among a thousand: rationed
-        switch = spec.kind == "model" and str(value).strip().lower() != self._params.get("model")
+        switch = spec.kind == "model" and self._loads(str(value))
         if switch and not self._spaced(client, address, "model", self._limits.model_every):
             return
         try:
@@ -558,9 +565,7 @@ class OscServer:
             return
         try:
             values = presets.preset_named(name, self._preset_dir, self._snapshot_dir)
-            switch = str(values.get("model", self._params.get("model"))) != self._params.get(
-                "model"
-            )
+            switch = "model" in values and self._loads(str(values["model"]))
             if switch and not self._spaced(client, address, "model", self._limits.model_every):
                 return
             applied = presets.load_preset(name, self._params, values=values)

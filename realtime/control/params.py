@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from realtime.control.config import Config
 from realtime.engine.classes import ClassLookupError, class_names, resolve_class
+from realtime.engine.models import offline_refusal
 from realtime.knobs import (
     ControlConfig,
     DisplayConfig,
@@ -105,15 +106,18 @@ class LiveParams:
         initial: Mapping[str, object] | None = None,
         clock: Callable[[], float] = time.monotonic,
         base: Mapping[str, object] | None = None,
+        missing: Callable[[str], str | None] | None = None,
     ) -> None:
         """Args:
         layers: the current model's dreamable layers, shallow to deep.
         models: the model names that may be switched to.
-        model: the current model's name.
+        model: the current model's name (the one dreaming).
         initial: starting values by parameter name (validated like `update(strict=True)`).
         clock: seconds, monotonic; tests pass a fake one.
         base: the configuration's sections by name ("dream", "feedback", "display"), whose
             settings that are not live the snapshots carry; defaults where not given.
+        missing: says why a model cannot be switched to now (models.offline_refusal, when
+            downloads are off), or None when it can; None: every model can.
         """
         base = dict(base or {})
         self._base = {
@@ -132,7 +136,9 @@ class LiveParams:
         for name, spec in KNOBS.items():
             section = self._base.get(spec.section)
             self._values[name] = getattr(section, spec.name) if section else spec.default
-        self._values["model"] = model
+        self._missing = missing
+        self._values["model"] = model  # the model asked for; it may still be loading
+        self._dreaming = model  # the model whose layers these are: the one dreaming
         self._values["layer"] = self._layers[len(self._layers) // 2]
         self._values["target"] = None
         self._values["paused"] = False
@@ -155,7 +161,8 @@ class LiveParams:
     def from_config(
         cls, cfg: Config, layers: Sequence[str], models: Sequence[str], model: str
     ) -> LiveParams:
-        """The live parameters a configuration starts with, for a loaded model.
+        """The live parameters a configuration starts with, for a loaded model. With
+        `model.live_download` off, a switch to a model whose weights are not on disk is refused.
 
         Raises:
             ParamError: the configured layer or target does not exist (the message lists
@@ -168,7 +175,11 @@ class LiveParams:
             initial["target"] = cfg.model.target
         sections = ("dream", "feedback", "display", "control", "target")
         base = {name: getattr(cfg, name) for name in sections}
-        return cls(layers, models, model, initial, base=base)
+        missing = None
+        if not cfg.model.live_download:
+            weights = {model: cfg.model.weights} if cfg.model.weights else {}  # the start model's
+            missing = lambda name: offline_refusal(name, weights.get(name))  # noqa: E731
+        return cls(layers, models, model, initial, base=base, missing=missing)
 
     # --- writing -------------------------------------------------------------------------
 
@@ -229,14 +240,15 @@ class LiveParams:
         return resolved
 
     def set_layers(self, layers: Sequence[str], model: str) -> None:
-        """Switch to a new model's layer list, keeping the layer if the new model has it.
+        """`model` dreams from now on: its layer list, keeping the layer if it has it.
 
-        Otherwise the layer at the same relative depth is chosen.
+        Otherwise the layer at the same relative depth is chosen. The model asked for is left
+        as it is: a newer request than `model` is still to be loaded.
         """
         with self._lock:
             old, layer = self._layers, str(self._values["layer"])
             self._layers = tuple(layers)
-            self._values["model"] = model
+            self._dreaming = model
             pending, self._pending_layer = self._pending_layer, None
             if pending in self._layers:
                 self._values["layer"] = pending
@@ -244,6 +256,21 @@ class LiveParams:
                 depth = old.index(layer) / max(len(old) - 1, 1) if layer in old else 0.5
                 self._values["layer"] = self._layers[round(depth * (len(self._layers) - 1))]
             self._version += 1
+
+    def refuse_model(self, model: str) -> None:
+        """`model` could not be loaded: if it is still the one asked for, ask for the one
+        dreaming again (a newer request stands)."""
+        with self._lock:
+            if self._values["model"] == model:
+                self._values["model"] = self._dreaming
+                self._pending_layer = None
+                self._version += 1
+
+    @property
+    def dreaming(self) -> str:
+        """The model dreaming now (the one asked for, `get("model")`, may still be loading)."""
+        with self._lock:
+            return self._dreaming
 
     def override_target(self, index: int | None, glide: bool = True) -> None:
         """Dream class `index` instead of the operator's target, or None to return to it.
@@ -353,20 +380,28 @@ class LiveParams:
         )
 
     def state(self) -> dict[str, object]:
-        """Every stored value as plain floats, ints and strings (for status, sync and presets)."""
+        """Every stored value as plain floats, ints and strings (for status, sync and presets).
+
+        "model" is the model dreaming, "model_loading" the one asked for while it loads
+        ("none" when none is): status never names a model before it dreams.
+        """
         with self._lock:
             values = dict(self._values)
             layer_index = self._layers.index(str(values["layer"]))
+            dreaming = self._dreaming
         out: dict[str, object] = {}
         for name in NAMES:
             value = values[name]
-            if name == "target":
+            if name == "model":
+                value = dreaming
+            elif name == "target":
                 value = "none" if value is None else class_names()[value]
             elif isinstance(value, bool):
                 value = int(value)
             out[name] = value
         out["layer_index"] = layer_index
         out["target_index"] = -1 if values["target"] is None else values["target"]
+        out["model_loading"] = "none" if values["model"] == dreaming else values["model"]
         return out
 
     # --- validation ------------------------------------------------------------------------
@@ -416,6 +451,9 @@ class LiveParams:
                 raise ParamError(
                     f"unknown model {value!r}; valid models: {', '.join(self._models)}"
                 )
+            why = None if self._missing is None or word == self.dreaming else self._missing(word)
+            if why is not None:
+                raise ParamError(f"not switching to {word}: {why}")
             return word
         if spec.type is bool:
             return _as_bool(name, value)

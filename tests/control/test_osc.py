@@ -130,7 +130,8 @@ def test_every_parameter_address_sets_its_parameter(params, client, server):
     for name, value in values.items():
         if isinstance(value, float):
             assert state[name] == pytest.approx(value, abs=1e-6), name
-    assert state["model"] == "vgg16"
+    assert params.get("model") == state["model_loading"] == "vgg16"  # asked for, not dreaming
+    assert state["model"] == "googlenet"  # status names the model dreaming until the loop swaps
     assert state["target"] == "volcano"
 
 

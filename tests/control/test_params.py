@@ -121,10 +121,37 @@ def test_update_is_all_or_nothing(params):
 
 def test_set_layers_keeps_relative_depth(params):
     params.set("layer", "inception4c")
+    params.set("model", "efficientnet_lite0")
+    assert params.state()["model"] == "googlenet"  # asked for, not yet dreaming
+    assert params.state()["model_loading"] == "efficientnet_lite0"
     params.set_layers(["stem", "block0", "block1", "block2", "head"], "efficientnet_lite0")
     snap = params.snapshot()
-    assert snap.model == "efficientnet_lite0"
+    assert snap.model == params.dreaming == params.state()["model"] == "efficientnet_lite0"
+    assert params.state()["model_loading"] == "none"
     assert snap.layer in ("block1", "block2")
+
+
+MODELS = ("googlenet", "vgg16", "efficientnet_lite0")
+
+
+def test_a_refused_model_asks_for_the_one_dreaming_unless_a_newer_request_stands():
+    params = LiveParams(LAYERS, MODELS, "googlenet")
+    params.set("model", "vgg16")
+    params.refuse_model("vgg16")
+    assert params.get("model") == "googlenet"
+    params.set("model", "vgg16")
+    params.set("model", "efficientnet_lite0")  # newer than the load that fails next
+    params.refuse_model("vgg16")
+    assert params.get("model") == "efficientnet_lite0"
+
+
+def test_a_model_whose_weights_are_missing_is_refused_when_the_check_says_so():
+    missing = {"vgg16": "vgg16 weights are not on disk"}
+    params = LiveParams(LAYERS, MODELS, "googlenet", missing=missing.get)
+    with pytest.raises(ParamError, match="not switching to vgg16: vgg16 weights are not on"):
+        params.set("model", "vgg16")
+    assert params.get("model") == "googlenet"
+    params.set("model", "efficientnet_lite0")  # on disk: taken
 
 
 def test_counters_and_state_are_plain_types(params):

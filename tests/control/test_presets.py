@@ -67,7 +67,7 @@ def test_a_preset_changes_only_what_it_names(params, presets_dir):
 
 def test_a_preset_sets_layer_target_model_and_flags(params, presets_dir):
     load_preset("deep.toml", params, directory=presets_dir, glide=False)
-    assert params.state()["model"] == "vgg16"
+    assert params.get("model") == params.state()["model_loading"] == "vgg16"
     params.set_layers(LAYERS, "vgg16")  # what the loop does once the new model has loaded
     state = params.state()
     assert state["layer"] == "inception5a"
@@ -111,7 +111,11 @@ def test_the_shipped_presets_load(params):
     assert {"default", "cpu", "hq", "gallery"} <= set(names)
     load_preset("cpu", params)
     state = params.state()
-    assert (state["model"], state["steps"], state["octaves"]) == ("efficientnet_lite0", 1, 3)
+    assert (state["model_loading"], state["steps"], state["octaves"]) == (
+        "efficientnet_lite0",
+        1,
+        3,
+    )
     assert state["feedback"] == pytest.approx(0.95)
     load_preset("hq", params)
     params.set_layers(LAYERS, "googlenet")  # the loop, once GoogLeNet has loaded

@@ -1,6 +1,7 @@
 """The capture thread: newest frame only, pacing, and recovery from sources that stall or fail."""
 
 import logging
+import os
 import threading
 import time
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from realtime.live.capture import CaptureThread, fit_frame
-from realtime.live.sources import FrameSource, SourceError, VideoFileSource
+from realtime.live.sources import FrameSource, ImageSource, SourceError, VideoFileSource
 
 SIZE = (8, 6)  # (w, h): tiny frames, the fake sources make them at this size
 
@@ -130,12 +131,12 @@ def test_failing_source_is_reopened_and_keeps_the_last_frame(captures, failure, 
     caplog.set_level(logging.INFO, logger="realtime.live.capture")
     source = FakeSource(script={20: failure}, period=0.005, block_for=0.6)
     capture, events = start(captures, source)
-    wait_for(lambda: capture.state == "reconnecting")
+    wait_for(lambda: capture.state in ("stalled", "retrying"))
     count, held = capture.slot.peek()
     assert held.index == 19 and number_of(held.image) == 19
     time.sleep(0.05)
     assert capture.slot.peek()[0] == count  # nothing new while it reconnects; the last stays
-    wait_for(lambda: capture.state == "running" and capture.reads > 40)
+    wait_for(lambda: capture.state == "ok" and capture.reads > 40)
     assert capture.reopens == 1 and source.opens == 2 and source.closes >= 1
     kinds = [k for k, _ in events]
     expected = {"none": "ended", "raise": "error", "block": "stalled"}[failure]
@@ -155,7 +156,7 @@ def test_failing_source_is_reopened_and_keeps_the_last_frame(captures, failure, 
 def test_reopen_backs_off_exponentially(captures):
     source = FakeSource(script={5: "raise"}, open_failures=3)
     capture, events = start(captures, source)
-    wait_for(lambda: capture.state == "running" and capture.reopens == 1, timeout=5.0)
+    wait_for(lambda: capture.state == "ok" and capture.reopens == 1, timeout=5.0)
     messages = [m for _, m in events]
     assert messages[0] == "fake failed: fake device error; reopening in 0.1 s"
     retries = [m.rsplit("retrying in ", 1)[1] for m in messages if "retrying" in m]
@@ -233,6 +234,127 @@ def test_bad_arguments_are_rejected():
         CaptureThread(FakeSource(), SIZE, fps=0)
     with pytest.raises(SourceError, match="backoff"):
         CaptureThread(FakeSource(), SIZE, backoff=(2.0, 1.0))
+
+
+# --- issue 11, item 10: say it on status, then a holding picture -------------------------------
+
+
+def still(path, colour) -> ImageSource:
+    """A holding picture: a still PNG of one colour, written here and opened."""
+    cv2.imwrite(str(path), np.full((SIZE[1], SIZE[0], 3), colour[::-1], np.uint8))  # BGR on disk
+    source = ImageSource(path)
+    source.open()
+    return source
+
+
+BLUE = (20, 40, 230)
+
+
+def is_blue(image) -> bool:
+    return bool(np.abs(image.astype(int) - BLUE).max() <= 2)
+
+
+def test_source_fps_drops_to_zero_and_the_state_says_stalled_when_frames_stop(captures):
+    """Issue 11: with the frames stopped, status fps stayed at its last value for ever."""
+    source = FakeSource(script={30: "block"}, period=0.01, block_for=30.0)
+    capture, _ = start(captures, source, stall_timeout=0.5)
+    wait_for(lambda: capture.reads >= 20)
+    assert capture.state == "ok" and 20 <= capture.source_fps <= 110
+    wait_for(lambda: capture.state == "stalled", timeout=5.0)
+    assert "stalled for 0.5 s" in capture.last_error
+    wait_for(lambda: capture.source_fps == 0.0, timeout=3.0)  # the rate's own stale limit
+    assert capture.reads == 30
+
+
+def test_a_video_file_truncated_mid_show_falls_back_to_the_holding_picture_and_back(
+    tmp_path, captures
+):
+    """Issue 11: a video file truncated to 0 bytes mid-show retried for ever, the last frame
+    frozen. Now: stalled, then the holding picture after hold_after, and the file again once it
+    is back (the source retried all along)."""
+    path = tmp_path / "show.avi"
+    # Noise, 4 MB: more than FFmpeg buffers, so the truncation is seen (a tiny file is read once).
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30.0, (320, 240))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8))
+    writer.release()
+    data = path.read_bytes()
+    holding = still(tmp_path / "holding.png", BLUE)
+    capture, events = start(
+        captures,
+        VideoFileSource(path),
+        fps=50.0,
+        backoff=(0.05, 0.2),
+        holding=holding,
+        hold_after=0.5,
+    )
+    wait_for(lambda: capture.reads >= 10)
+    assert capture.state == "ok" and not is_blue(capture.slot.peek()[1].image)
+    os.truncate(path, 0)
+    truncated = time.monotonic()
+    wait_for(lambda: capture.state == "holding", timeout=5.0)
+    held_after = time.monotonic() - truncated
+    count = capture.slot.peek()[0]
+    wait_for(lambda: capture.slot.peek()[0] > count + 5)  # the holding picture moves on
+    assert is_blue(capture.slot.peek()[1].image)
+    assert capture.source_fps == 0.0 and "is empty (0 bytes)" in capture.last_error
+    assert 0.5 <= held_after < 3.0
+    kinds = [k for k, _ in events]
+    assert "holding" in kinds and "back" not in kinds
+    assert any("has given no frame for" in m and "holding.png" in m for _, m in events)
+    path.write_bytes(data)  # the file is put back: the source retried meanwhile takes over
+    wait_for(lambda: capture.state == "ok", timeout=5.0)
+    wait_for(lambda: not is_blue(capture.slot.peek()[1].image))
+    assert [k for k, _ in events][-1] == "back"
+    wait_for(lambda: capture.source_fps > 0)
+
+
+class LateCamera(FakeSource):
+    """A camera that enumerates late at boot: opening fails until `plugged` is set."""
+
+    def __init__(self):
+        super().__init__(period=0.005)
+        self.plugged = threading.Event()
+
+    def open(self):
+        self.opens += 1
+        if not self.plugged.is_set():
+            raise SourceError("camera 0 could not be opened: no camera at index 0")
+        self._open = True
+
+
+def test_start_without_the_camera_shows_the_holding_picture_and_takes_the_camera_when_it_comes(
+    tmp_path, captures
+):
+    """Issue 11: at start with no camera, the gallery preset exited at once."""
+    camera = LateCamera()
+    capture, events = start(
+        captures, camera, holding=still(tmp_path / "h.png", BLUE), backoff=(0.05, 0.1)
+    )
+    wait_for(lambda: capture.state == "holding")
+    wait_for(lambda: capture.slot.peek()[0] > 3)
+    assert is_blue(capture.slot.peek()[1].image) and capture.reads == 0
+    assert "no camera at index 0" in capture.last_error
+    assert any("could not be opened; showing the holding picture" in m for _, m in events)
+    wait_for(lambda: camera.opens >= 3)  # retried meanwhile
+    camera.plugged.set()
+    wait_for(lambda: capture.state == "ok" and capture.reads > 5)
+    frame = capture.slot.peek()[1]
+    assert not is_blue(frame.image) and number_of(frame.image) >= 5
+    assert [k for k, _ in events][-1] == "back"
+
+
+def test_without_a_holding_picture_the_last_frame_holds_and_the_state_says_retrying(captures):
+    source = FakeSource(script={10: "raise"}, open_failures=100)
+    capture, events = start(
+        captures, source, backoff=(0.05, 0.1), hold_after=0.1, stall_timeout=2.0
+    )  # a long stall limit: a busy machine's slow first read must not count as the fault
+    wait_for(lambda: capture.state == "retrying")
+    count, held = capture.slot.peek()
+    time.sleep(0.3)
+    assert capture.slot.peek()[0] == count and number_of(held.image) == 9  # frozen, but said
+    assert "holding" not in [k for k, _ in events]
 
 
 def test_a_still_portrait_is_letterboxed_whole_not_cropped_through_the_head(tmp_path):

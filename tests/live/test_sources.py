@@ -13,6 +13,7 @@ from realtime.live.sources import (
     SourceError,
     StreamSource,
     VideoFileSource,
+    holding_source,
     make_source,
     open_source,
 )
@@ -160,3 +161,26 @@ def test_demo_source_is_rgb_and_crossfades():
     b = demo.frame_at(shots + DemoSource.FADE_FRAMES).astype(float)
     assert demo.picture_at(shots - 1) != demo.picture_at(shots)
     assert np.abs(mid - a).mean() > 2 and np.abs(mid - b).mean() > 2
+
+
+def test_holding_source_is_the_demo_or_a_still_and_refuses_the_rest(tmp_path):
+    assert holding_source("") is None
+    demo = holding_source("demo", (64, 48))
+    assert isinstance(demo, DemoSource) and demo.is_open and demo.read().shape == (48, 64, 3)
+    still = tmp_path / "closed.png"
+    cv2.imwrite(str(still), np.zeros((30, 40, 3), np.uint8))
+    assert holding_source(str(still)).read().shape == (30, 40, 3)
+    clip = tmp_path / "clip.avi"
+    write_numbered_video(clip, fourcc="MJPG")
+    with pytest.raises(SourceError, match="capture.holding: expected demo or a still image"):
+        holding_source(str(clip))
+    with pytest.raises(SourceError, match="capture.holding: unknown source 'nowhere.png'"):
+        holding_source("nowhere.png")
+
+
+def test_an_empty_video_file_is_named_as_empty_not_as_a_codec_fault(tmp_path):
+    """A file truncated to 0 bytes (issue 11) said "OpenCV cannot decode ... convert it"."""
+    path = tmp_path / "show.avi"
+    path.write_bytes(b"")
+    with pytest.raises(SourceError, match=r"show.avi' is empty \(0 bytes\)"):
+        open_source(str(path))
