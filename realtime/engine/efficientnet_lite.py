@@ -176,8 +176,8 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = x
         if self.expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)))
-        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=True)  # on a fresh tensor
+        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
 
@@ -203,10 +203,10 @@ class EfficientNetLite(nn.Module):
         self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
 
     def stem(self, x: Tensor) -> Tensor:
-        return F.relu6(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
+        return F.relu6(self._bn0(self._conv_stem(x)), inplace=True)  # (B, 32, H/2, W/2)
 
     def head(self, x: Tensor) -> Tensor:
-        return F.relu6(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
+        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)  # (B, 1280, H/32, W/32)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)
