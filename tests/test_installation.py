@@ -100,7 +100,9 @@ def test_headless_demo_records_dreamed_frames(tmp_path, lite0):
     plain = np.mean(
         [activation(lite0, layer, to_tensor(demo.frame_at(i), cpu)) for i in range(0, 60, 5)]
     )
-    assert dreamed > 1.3 * plain  # the recording holds dreams, not the input
+    # The recording holds dreams, not the input: 1.23-1.72x the input's activation over runs here
+    # (the jitter is random); a recording of the input itself scores 1.0x.
+    assert dreamed > 1.15 * plain, (dreamed, plain)
     assert "efficientnet_lite0" in run.stderr  # says which model it chose and why
 
 
