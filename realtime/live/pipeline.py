@@ -101,12 +101,12 @@ class FramePipeline:
             h, w = frame.image.shape[:2]
             scale = snap.dream.scale * self.scale  # the dream's size, after any OOM shrink
             small = (max(8, round(h * scale)), max(8, round(w * scale)))
-            # On the CPU a smaller dream is composed onto the frame by OpenCV on the host (see
-            # read-back): only the small copy is uploaded, and the full size never is.
-            on_host = self.device.type == "cpu" and small != (h, w)
+            # Where the read-back converts with OpenCV (the CPU), a smaller dream is composed onto
+            # the frame on the host too: only the small copy is uploaded, the full size never is.
+            on_host = self._download.opencv and small != (h, w)
             if on_host:
                 shrunk = cv2.resize(frame.image, small[::-1], interpolation=cv2.INTER_AREA)
-                camera_t = camera_small = self._upload(shrunk)  # (1, 3, h, w)
+                camera_small = self._upload(shrunk)  # (1, 3, h, w)
             else:
                 camera_t = self._upload(frame.image)  # (1, 3, H, W), valid until the next upload
                 camera_small = resize(camera_t, small)  # (1, 3, h, w); itself at full size
