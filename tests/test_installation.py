@@ -109,7 +109,7 @@ def test_headless_demo_records_dreamed_frames(tmp_path, lite0):
 def test_a_recording_fault_is_on_status_and_the_show_goes_on(tmp_path):
     """Too little free space (record.min_free_mb above any disk): one log line, the fault on OSC
     status, yesterday's file untouched, and every frame still dreamed."""
-    from tests.control.test_osc import Collector
+    from tests.control.test_osc import Collector, wait_for
 
     yesterday = tmp_path / "show.mkv"
     yesterday.write_bytes(b"yesterday")
@@ -123,6 +123,9 @@ def test_a_recording_fault_is_on_status_and_the_show_goes_on(tmp_path):
             *("--set", "record.min_free_mb=10000000"),
             *("--set", f"record.snapshot_dir={tmp_path / 'snaps'!s}"),
         )
+        # the last status datagrams may still be in flight when the process has ended
+        wait_for(lambda: status.latest().get("/dream/status/recording") == "stopped")
+        wait_for(lambda: len(status.addresses("/dream/status/error")) >= 1)
         latest = status.latest()
         errors = [args[0] for args in status.addresses("/dream/status/error")]
     finally:
