@@ -313,7 +313,9 @@ class OscServer:
             return
         sender.messages.tokens -= len(messages)
         self._total.tokens -= len(messages)
-        if more:
+        for message in messages:
+            self._dispatch(client, message.address, tuple(message))
+        if more:  # said after the handled ones: status keeps the newest errors of a burst
             self.limited += more
             cap = len(messages) == self._limits.per_datagram
             self._report(
@@ -328,8 +330,6 @@ class OscServer:
                     )
                 ),
             )
-        for message in messages:
-            self._dispatch(client, message.address, tuple(message))
 
     def _over_rate(self, client: tuple) -> str:
         lim = self._limits

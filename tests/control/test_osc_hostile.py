@@ -171,6 +171,28 @@ def test_a_bundle_of_2338_presets_handles_a_bounded_few_and_counts_the_rest(rig,
     assert shown + _summed(r.lines(), "refused messages") == r.server.refused == cap - loaded
 
 
+def test_the_bundle_summary_survives_a_burst_of_refusals_before_status_sends(params, tmp_path):
+    """Status keeps only the newest errors queued between its ticks; the refusals of the handled
+    messages come first and the "handled N of M" summary last, so a status thread that has not
+    woken yet (a busy machine) still sends the summary."""
+    (tmp_path / "cpu.toml").write_text("[dream]\nsteps = 3\n")
+    status = StatusSender(params, None, "127.0.0.1:9", hz=0)  # never started: nothing is sent
+    server = OscServer(params, port=0, status=status, limits=FAST_LOGS, preset_dir=tmp_path)
+    server.start()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.sendto(_bundle(*[message("/dream/preset", "cpu")] * 2338), server.address)
+        said = f"handled {LIMITS.per_datagram} of the 2338 messages"
+        wait_for(lambda: any(said in e for e in status._errors))  # the datagram is handled
+        pending = list(status._errors)  # what the status thread would send on waking
+    finally:
+        sock.close()
+        server.stop()
+    assert len(pending) == status._errors.maxlen  # a burst: older errors were pushed out
+    assert "too many names and presets" in pending[0]
+    assert said in pending[-1]
+
+
 def test_5000_resets_write_a_bounded_log_that_sums_up_the_rest(rig, params):
     """Issue 11: 5,000 resets a second added 2.4 MB of log in 10 s."""
     r = rig(limits=dataclasses.replace(UNLIMITED, log_period=0.5))
