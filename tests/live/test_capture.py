@@ -156,7 +156,7 @@ def test_failing_source_is_reopened_and_keeps_the_last_frame(captures, failure, 
 def test_reopen_backs_off_exponentially(captures):
     source = FakeSource(script={5: "raise"}, open_failures=3)
     capture, events = start(captures, source)
-    wait_for(lambda: capture.state == "ok" and capture.reopens == 1, timeout=5.0)
+    wait_for(lambda: capture.state == "ok" and capture.reopens == 1, timeout=15.0)
     messages = [m for _, m in events]
     assert messages[0] == "fake failed: fake device error; reopening in 0.1 s"
     retries = [m.rsplit("retrying in ", 1)[1] for m in messages if "retrying" in m]
