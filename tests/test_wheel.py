@@ -127,6 +127,8 @@ def test_installed_command_runs_the_demo_from_elsewhere(wheel, tmp_path):
         "demo.mkv",
         "--device",
         "cpu",
+        "--osc-port",
+        "0",  # any free port: two runs on one machine must not collide on 9000
         cwd=work,
         env=env,
         timeout=120,
