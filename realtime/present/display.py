@@ -331,8 +331,9 @@ class DreamWindow:
             self._texture.bind(0)
             self._quad.draw(gl.GL_TRIANGLE_STRIP)
             program.stop()
-        if self._hud.visible:
-            if self._hud.due(snap.version):  # the stats callable is asked only then
+        armed = self._midi.armed if self._midi is not None else None
+        if self._hud.visible or armed is not None:  # learning shows even with the HUD off
+            if self._hud.due((snap.version, armed)):  # the stats callable is asked only then
                 shown = self._shown
                 self._hud.set_text(
                     hud_text(
@@ -341,6 +342,7 @@ class DreamWindow:
                         None if shown is None else shown.index,
                         self._shown_age_ms,
                         self._stats() if self._stats else None,
+                        armed,
                     )
                 )
             self._hud.draw(self.window.height)

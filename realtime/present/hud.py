@@ -36,6 +36,7 @@ def hud_text(
     frame_index: int | None,
     frame_age_ms: float | None,
     stats: Mapping[str, object] | None = None,
+    midi_armed: str | None = None,
 ) -> str:
     """The HUD's lines.
 
@@ -45,6 +46,7 @@ def hud_text(
         frame_index: the index of the Output on screen, None before the first.
         frame_age_ms: capture to upload time of that Output, None before the first.
         stats: the pipeline's own figures (dream fps, latency_ms, drops...), shown as given.
+        midi_armed: the parameter MIDI learn waits to bind (key M), None when not learning.
     """
     lines = [
         f"layer {snap.layer} ({snap.layer_index})   target {snap.target_name}"
@@ -56,6 +58,8 @@ def hud_text(
     if frame_index is not None and frame_age_ms is not None:
         shown += f"   frame {frame_index}   shown {frame_age_ms:.0f} ms after capture"
     lines.append(shown)
+    if midi_armed is not None:
+        lines.append(f"MIDI learn: move a control to bind {midi_armed}   (M next, shift+M cancel)")
     return "\n".join(lines)
 
 
@@ -92,8 +96,9 @@ class Hud:
     def text(self) -> str:
         return self._label.text
 
-    def due(self, version: int) -> bool:
-        """True when the text should be rebuilt: REFRESH_SECONDS passed, or the params changed."""
+    def due(self, version: object) -> bool:
+        """True when the text should be rebuilt: REFRESH_SECONDS passed, or `version` (what the
+        text shows besides the figures: the params' version, the armed MIDI learn) changed."""
         now = time.monotonic()
         if version == self._last_version and now - self._last_update < REFRESH_SECONDS:
             return False
@@ -105,9 +110,8 @@ class Hud:
             self._label.text = text
 
     def draw(self, window_height: int) -> None:
-        """Draw at the top-left of a window `window_height` pixels high (window coordinates)."""
-        if not self.visible:
-            return
+        """Draw at the top-left of a window `window_height` pixels high (window coordinates),
+        whether or not `visible` (the caller decides)."""
         self._label.x = 2 * MARGIN
         self._label.y = window_height - 2 * MARGIN
         self._panel.x = MARGIN

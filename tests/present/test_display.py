@@ -221,6 +221,8 @@ def test_hud_text_formats_state(params):
     assert "drops 3" in text and "display 60 fps" in text and "frame 7" in text
     assert "42 ms" in text
     assert "display -- fps" in hud_text(params.snapshot(), 0.0, None, None)
+    assert "MIDI learn" not in text
+    assert "bind steps" in hud_text(params.snapshot(), 0.0, None, None, None, "steps")
 
 
 # --- keys ------------------------------------------------------------------------------------
@@ -280,13 +282,22 @@ def test_key_m_arms_midi_learn_and_shift_m_cancels(make_window, params, tmp_path
     from realtime.control.midi import LEARNABLE, BindingsFile, MidiLearn
 
     midi = MidiLearn(params, "controller", BindingsFile(tmp_path / "midi.json"))
-    window, _ = make_window(midi=midi)
+    window, slot = make_window(size=(400, 200), config=DisplayConfig(hud=False), midi=midi)
+    white = np.full((48, 64, 3), 255, np.uint8)  # the dark panel shows on it (x 67-333)
+    assert show(window, slot, white)[10:40, 75:100].min() == 255  # HUD off: nothing drawn
     press(window, key.M)
     assert midi.armed == LEARNABLE[0]
+    # The VJ sees what the next moved control binds to, with the HUD off too.
+    shown = show(window, slot, white)
+    assert f"MIDI learn: move a control to bind {LEARNABLE[0]}" in window.hud_text
+    assert shown[10:40, 75:100].mean() < 200 and not window.hud_visible
     press(window, key.M)
     assert midi.armed == LEARNABLE[1]
+    window.draw_once()
+    assert f"bind {LEARNABLE[1]}" in window.hud_text  # at once, not at the next refresh
     press(window, key.M, key.MOD_SHIFT)
     assert midi.armed is None
+    assert show(window, slot, white)[10:40, 75:100].min() == 255  # learning over: HUD gone
     plain, _ = make_window()  # no --midi: the key is answered with a log line, nothing else
     press(plain, key.M)
     assert not plain.closed
