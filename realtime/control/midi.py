@@ -32,11 +32,16 @@ logger = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'dream-installation[midi]' (or: pip install mido python-rtmidi)"
 FILE_VERSION = 1
 CC_MAX = 127  # a control change carries 7 bits
-# The parameters a control can drive: the numbers with a range, and the on/off switches.
-LEARNABLE: tuple[str, ...] = tuple(
-    name
-    for name, spec in KNOBS.items()
-    if not spec.kind and (spec.type is bool or (spec.lo is not None and spec.hi is not None))
+# The parameters a control can drive: the numbers with a range, the on/off switches, and the
+# layer (a control sweeps the dreaming model's layers, shallow to deep). Target and model are
+# not: a sweep through 1000 classes or a model load per step is no use on a knob.
+LEARNABLE: tuple[str, ...] = (
+    *(
+        name
+        for name, spec in KNOBS.items()
+        if not spec.kind and (spec.type is bool or (spec.lo is not None and spec.hi is not None))
+    ),
+    "layer",
 )
 # rtmidi names a port "client:port NN:MM"; the numbers change when a controller is plugged in
 # again, so bindings are kept under the name without them.
@@ -253,7 +258,7 @@ class MidiLearn:
         """Bind `control` to `param` (dropping the param's old control); the lock is held."""
         for other in [c for c, b in self._bindings.items() if b.param == param]:
             del self._bindings[other]
-        self._bindings[control] = _Binding(param, last=scale(KNOBS[param], cc))
+        self._bindings[control] = _Binding(param, last=scale(self._spec(param), cc))
         self._armed = None
         self._store.devices[self.device] = {c: b.param for c, b in self._bindings.items()}
         logger.info(
@@ -270,12 +275,28 @@ class MidiLearn:
                 "MIDI bindings not saved to %s (%s); kept until exit", self._store.path, err
             )
 
+    def _spec(self, param: str) -> Knob:
+        """What a control's 0-127 is scaled into: the knob table's range, or for the layer the
+        indices of the dreaming model's layers (their count changes with the model)."""
+        if param == "layer":
+            return Knob(0, 0, max(len(self._params.layers) - 1, 1))
+        return KNOBS[param]
+
+    def _value(self, param: str) -> float:
+        """The parameter's value now, as a number on its control's scale."""
+        value = self._params.get(param)
+        if param == "layer":
+            return float(self._params.layers.index(str(value)))
+        return float(value)  # type: ignore[arg-type]
+
     def _drive(self, binding: _Binding, cc: int) -> None:
         """Soft takeover, then the write; the lock is held."""
-        spec = KNOBS[binding.param]
+        spec = self._spec(binding.param)
         value = scale(spec, cc)
+        if spec.type is int:
+            value = float(round(value))  # a layer index, a step count: whole numbers
         if spec.type is not bool:  # a switch just switches
-            current = float(self._params.get(binding.param))  # type: ignore[arg-type]
+            current = self._value(binding.param)
             tol = _tolerance(spec)
             if binding.caught and binding.sent is not None and abs(current - binding.sent) > 1e-9:
                 binding.caught = False  # moved since by OSC, a key or a preset: take over again
@@ -286,8 +307,8 @@ class MidiLearn:
             if not binding.caught:
                 self.held += 1
                 return
-        stored = self._params.set(binding.param, value)
-        binding.sent = float(stored)  # type: ignore[arg-type]
+        self._params.set(binding.param, value)
+        binding.sent = self._value(binding.param)
         self.applied += 1
 
 

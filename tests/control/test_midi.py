@@ -55,7 +55,7 @@ def test_cc_is_scaled_into_the_knob_table_range():
     assert scale(KNOBS["flow"], 127) == 1.0
     # numbers with a range and switches; names (layer, target, model) are not knobs to turn
     assert {"zoom", "mix", "steps", "flow", "rotate"} <= set(LEARNABLE)
-    assert not {"layer", "target", "model"} & set(LEARNABLE)
+    assert "layer" in LEARNABLE and not {"target", "model"} & set(LEARNABLE)
 
 
 def test_learn_binds_the_next_moved_control_and_saves_it(learner, params, tmp_path):
@@ -120,9 +120,30 @@ def test_a_switch_switches_without_takeover(learner, params):
     assert params.get("flow") is False
 
 
+def test_a_control_sweeps_the_layers_of_the_dreaming_model_with_takeover(learner, params):
+    params.set("layer", "conv2")  # the middle one of three
+    learner.learn("layer")
+    learner.handle(cc(4, 0))  # learnt fully down: conv1's end
+    learner.handle(cc(4, 10))  # index 0.16: not yet near conv2 (index 1)
+    assert params.get("layer") == "conv2" and learner.held == 1
+    learner.handle(cc(4, 64))  # index 1.0: caught
+    assert params.get("layer") == "conv2" and learner.applied == 1
+    learner.handle(cc(4, 127))
+    assert params.get("layer") == "conv3"
+    learner.handle(cc(4, 0))
+    assert params.get("layer") == "conv1"
+    # Another model with five layers: the same control now spans all five.
+    params.set_layers(["a", "b", "c", "d", "e"], "googlenet")
+    learner.handle(cc(4, 0))  # caught where it is (the layer at the same depth was kept)
+    learner.handle(cc(4, 127))
+    assert params.get("layer") == "e"
+    learner.handle(cc(4, 95))  # 95/127 * 4 = 2.99: the fourth
+    assert params.get("layer") == "d"
+
+
 def test_learn_refuses_what_midi_cannot_drive_and_cancels(learner):
-    with pytest.raises(MidiError, match="MIDI can drive: .*zoom"):
-        learner.learn("layer")
+    with pytest.raises(MidiError, match="MIDI can drive: .*zoom.*layer"):
+        learner.learn("target")
     with pytest.raises(MidiError, match="cannot learn 'zom'"):
         learner.learn("zom")
     learner.learn("zoom")
@@ -162,7 +183,7 @@ def test_bindings_are_loaded_per_device_when_the_port_number_changes(params, tmp
          "channel\": 1-16"),
         ('{"version": 1, "devices": {"x": [{"channel": 1, "control": 128, "param": "mix"}]}}',
          "control\": 0-127"),
-        ('{"version": 1, "devices": {"x": [{"channel": 1, "control": 7, "param": "layer"}]}}',
+        ('{"version": 1, "devices": {"x": [{"channel": 1, "control": 7, "param": "model"}]}}',
          "bad binding"),
         ('{"version": 1, "devices": {"x": [7]}}', "bad binding 7"),
         ('{"version": 1, "devices": {"x": {"channel": 1}}}', "expected a list of bindings"),
@@ -202,7 +223,7 @@ def test_osc_learn_address_arms_the_learner(learner, params):
         while learner.armed != "zoom" and time.monotonic() < deadline:
             time.sleep(0.005)
         assert learner.armed == "zoom"
-        client.send_message("/dream/midi/learn", "layer")  # refused: not a knob
+        client.send_message("/dream/midi/learn", "target")  # refused: not a knob
         client.send_message("/dream/midi/learn", "none")
         while learner.armed is not None and time.monotonic() < deadline:
             time.sleep(0.005)
