@@ -154,6 +154,9 @@ class LiveParams:
         self._reset_count = 0
         self._snapshot_count = 0
         self._version = 0
+        # The last snapshot and what it was made from: while nothing glides, the same inputs
+        # give the same (frozen) snapshot, and several readers ask for one each frame.
+        self._cached: tuple[tuple, Snapshot] | None = None
         if initial:
             self.update(initial, glide=False, strict=True)
 
@@ -339,6 +342,20 @@ class LiveParams:
         """One consistent view of everything, with glides evaluated at this moment."""
         with self._lock:
             now = self._clock()
+            key = (
+                tuple(self._values.values()),
+                self._layers,
+                self._reset_count,
+                self._snapshot_count,
+                self._version,
+                self._override,
+                self._target_from,
+            )
+            settled = all(
+                now >= g.t0 + g.duration for g in (self._target_glide, *self._glides.values())
+            )
+            if settled and self._cached is not None and self._cached[0] == key:
+                return self._cached[1]
             v = dict(self._values)
             for name, g in self._glides.items():
                 v[name] = g.at(now)
@@ -361,7 +378,7 @@ class LiveParams:
         if layer_weight < 0.5:  # a class target holds most of the weight: its recipe
             dream = self._target_recipe.apply(dream)
             feedback = self._target_recipe.hold(feedback)
-        return Snapshot(
+        snap = Snapshot(
             dream=dream,
             feedback=feedback,
             display=sections["display"],
@@ -378,6 +395,10 @@ class LiveParams:
             snapshot_count=counts[1],
             version=counts[2],
         )
+        if settled:
+            with self._lock:
+                self._cached = (key, snap)
+        return snap
 
     def state(self) -> dict[str, object]:
         """Every stored value as plain floats, ints and strings (for status, sync and presets).

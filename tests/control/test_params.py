@@ -254,3 +254,33 @@ def test_while_a_class_target_leads_it_is_dreamed_with_the_target_recipe():
     assert target.feedback.amount == 0.97  # at least the recipe's
     p.set("feedback", 0.98, glide=False)
     assert p.snapshot().feedback.amount == 0.98  # the operator can still go above it
+
+
+def test_a_settled_snapshot_is_reused_and_any_change_or_glide_makes_a_new_one():
+    """Several readers ask each frame (the loop, the snapshot saver, the HUD); while nothing
+    changes or glides they share one snapshot instead of rebuilding and re-checking it."""
+    clock = FakeClock()
+    p = LiveParams(LAYERS, ["googlenet"], "googlenet", {"glide": 1.0}, clock=clock)
+    first = p.snapshot()
+    assert p.snapshot() is first
+    p.set("feedback", 0.9)  # glides over 1 s
+    clock.t += 0.5
+    mid = p.snapshot()
+    assert mid is not first and 0.0 < mid.feedback.amount < 0.9
+    clock.t += 0.1
+    later = p.snapshot()
+    assert later is not mid and later.feedback.amount > mid.feedback.amount  # not frozen mid-glide
+    clock.t += 1.0
+    done = p.snapshot()
+    assert done.feedback.amount == pytest.approx(0.9) and p.snapshot() is done
+    p.set("layer", "inception5a", glide=False)
+    assert p.snapshot().layer == "inception5a"
+    p.set("target", "volcano")  # the class cross-fade glides too
+    assert p.snapshot().target_name == "volcano"
+    clock.t += 0.5
+    assert 0.0 < p.snapshot().layer_weight < 1.0  # mid cross-fade: made afresh
+    clock.t += 1.0
+    settled = p.snapshot()
+    assert settled.layer_weight == 0.0 and p.snapshot() is settled
+    p.request_snapshot()
+    assert p.snapshot().snapshot_count == settled.snapshot_count + 1
