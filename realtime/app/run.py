@@ -23,6 +23,7 @@ from realtime.knobs import parse_size
 from realtime.live.attract import AttractMode
 from realtime.live.capture import CaptureThread
 from realtime.live.loop import DreamLoop
+from realtime.live.offthread import OffThread
 from realtime.live.recorder import VideoRecorder
 from realtime.live.sender import FrameSender
 from realtime.live.sources import VideoFileSource, holding_source, make_source
@@ -181,8 +182,11 @@ def run(
         callbacks = []
         recorder = _recorder(cfg, parts) if cfg.record.path else None
         if recorder is not None:
-            callbacks.append(recorder)
-            parts.add("recorder", recorder.close)
+            # Encoding takes milliseconds a frame, more with the repeats a slow dream needs to
+            # keep the clip's pace: on its own thread, never on the dream's.
+            writer = OffThread(recorder, "recorder")
+            callbacks.append(writer)
+            parts.add("recorder", lambda: (writer.close(timeout=30.0), recorder.close()))
         snapshots = _snapshot_saver(cfg, params, parts)
         callbacks.append(snapshots)
         for output in outputs:  # each takes frames off the dream thread into its own
