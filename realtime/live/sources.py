@@ -286,7 +286,9 @@ class DemoSource(FrameSource):
         self.seed = seed
         self.name = "demo"
         self.fps = 30.0
-        self._pictures: list[np.ndarray] = []  # each pre-scaled to just cover `size`
+        # Each pre-scaled to just cover `size`, and RGBA: OpenCV warps four channels about
+        # twice as fast as three, and the capture thread renders one frame every 33 ms.
+        self._pictures: list[np.ndarray] = []
         self._names: list[str] = []  # the sample picture each of _pictures came from
         self._order: np.ndarray = np.zeros(0, dtype=np.int64)
         self._next = 0  # number of the next frame read() returns; kept across reopen
@@ -318,7 +320,8 @@ class DemoSource(FrameSource):
             scale = max(w / pw, h / ph)
             cover = (max(w, round(pw * scale)), max(h, round(ph * scale)))
             interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
-            pictures.append(cv2.resize(picture, cover, interpolation=interp))
+            scaled = cv2.resize(picture, cover, interpolation=interp)
+            pictures.append(cv2.cvtColor(scaled, cv2.COLOR_RGB2RGBA))
             names.append(name)
         if not pictures:
             raise SourceError(
@@ -348,7 +351,7 @@ class DemoSource(FrameSource):
             t = (local + 1) / (self.FADE_FRAMES + 1)
             weight = t * t * (3 - 2 * t)  # smoothstep: no visible kink at either end of the fade
             frame = cv2.addWeighted(before, 1.0 - weight, frame, weight, 0.0)
-        return frame
+        return cv2.cvtColor(frame, cv2.COLOR_RGBA2RGB)
 
     def picture_at(self, i: int) -> str:
         """Name of the sample picture that frame i shows (the incoming one during a fade)."""
@@ -357,7 +360,7 @@ class DemoSource(FrameSource):
         return self._names[self._order[(i // self.SHOT_FRAMES) % len(self._order)]]
 
     def _render(self, shot: int, local: int) -> np.ndarray:
-        """Shot `shot` at frame `local` of its SHOT_FRAMES + FADE_FRAMES frames of motion."""
+        """Shot `shot` at frame `local` of its SHOT_FRAMES + FADE_FRAMES frames of motion, RGBA."""
         w, h = self.size
         picture = self._pictures[self._order[shot % len(self._order)]]
         ph, pw = picture.shape[:2]
