@@ -12,7 +12,7 @@ import pytest
 
 from realtime.control.osc import OscServer
 from realtime.control.params import LiveParams
-from realtime.control.status import StatusSender
+from realtime.control.status import StatusSender, build_message
 from tests._require import require
 
 LAYERS = [
@@ -97,6 +97,18 @@ class OscDump:
         self.lines: queue.Queue[str] = queue.Queue()
         self.received: dict[str, tuple[str, list[str]]] = {}
         threading.Thread(target=self._read, daemon=True).start()
+        self._await_listening()
+
+    def _await_listening(self) -> None:
+        """Datagrams sent before oscdump has bound its port are lost: a first status tick cut
+        in half would show "paused" without the "layer" sent before it. Probe until one shows."""
+        probe = build_message("/dump/ready", 1.0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for _ in range(100):  # at most 10 s
+                sock.sendto(probe.dgram, ("127.0.0.1", self.port))
+                if self.wait_for("/dump/ready", timeout=0.1):
+                    return
+        raise AssertionError("oscdump never started listening")
 
     def _read(self) -> None:
         for line in self.proc.stdout:
@@ -132,6 +144,7 @@ def test_oscdump_receives_status_and_sync(params):
         server.start()
         # One tick's messages, whatever their order (parameters and stats are sent in turn).
         assert dump.wait_for("/dream/status/paused") and dump.wait_for("/dream/status/fps")
+        assert dump.wait_for("/dream/status/layer") and dump.wait_for("/dream/status/target")
         got = dump.received
         assert got["/dream/status/layer"] == ("s", ["inception4e"])
         assert got["/dream/status/target"] == ("s", ["volcano"])
