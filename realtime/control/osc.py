@@ -169,7 +169,6 @@ class OscServer:
         self._snapshot_dir = snapshot_dir
         self._limits = limits
         self._audience = audience
-
         self._midi = midi
         try:
             self._allow = parse_networks(tuple(allow))

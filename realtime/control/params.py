@@ -154,9 +154,10 @@ class LiveParams:
         self._reset_count = 0
         self._snapshot_count = 0
         self._version = 0
-        # The last snapshot and what it was made from: while nothing glides, the same inputs
-        # give the same (frozen) snapshot, and several readers ask for one each frame.
-        self._cached: tuple[tuple, Snapshot] | None = None
+        # The last snapshot and the version it was made at: every change bumps the version, so
+        # while nothing glides the same version gives the same (frozen) snapshot, and several
+        # readers ask for one each frame.
+        self._cached: tuple[int, Snapshot] | None = None
         if initial:
             self.update(initial, glide=False, strict=True)
 
@@ -342,19 +343,10 @@ class LiveParams:
         """One consistent view of everything, with glides evaluated at this moment."""
         with self._lock:
             now = self._clock()
-            key = (
-                tuple(self._values.values()),
-                self._layers,
-                self._reset_count,
-                self._snapshot_count,
-                self._version,
-                self._override,
-                self._target_from,
-            )
             settled = all(
                 now >= g.t0 + g.duration for g in (self._target_glide, *self._glides.values())
             )
-            if settled and self._cached is not None and self._cached[0] == key:
+            if settled and self._cached is not None and self._cached[0] == self._version:
                 return self._cached[1]
             v = dict(self._values)
             for name, g in self._glides.items():
@@ -397,7 +389,7 @@ class LiveParams:
         )
         if settled:
             with self._lock:
-                self._cached = (key, snap)
+                self._cached = (counts[2], snap)
         return snap
 
     def state(self) -> dict[str, object]:

@@ -72,7 +72,7 @@ TEXT = frozenset(
         "audience/now",
         "audience/queue",
     }
-)  # sent as strings ("s"), not numbers
+)
 
 RESOLVE_RETRY_S = 5.0  # how often an unresolvable status host is looked up again
 MAX_PENDING_ERRORS = 16  # error messages queued between ticks; a flood keeps only the newest

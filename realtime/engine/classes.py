@@ -107,8 +107,9 @@ def search(query: str, limit: int = 10) -> list[tuple[int, str]]:
     if not ranked:  # nothing contains it: a misspelling; suggest what it is spelt close to
         ranked = family(q, close=True)
         for close in difflib.get_close_matches(q, normed, n=limit, cutoff=0.6):
-            if normed.index(close) not in ranked:
-                ranked.append(normed.index(close))
+            i = normed.index(close)
+            if i not in ranked:
+                ranked.append(i)
     return [(i, names[i]) for i in ranked[:limit]]
 
 

@@ -44,9 +44,7 @@ class RateMeter:
 
     def fps(self, now: float | None = None) -> float:
         """The smoothed rate; 0 when no tick came for STALE_INTERVALS intervals (>= STALE_S)."""
-        now = time.monotonic() if now is None else now
-        with self._lock:
-            return 0.0 if self._stale(now) else self._fps
+        return float(self.read(now)["fps"])
 
     def read(self, now: float | None = None) -> dict[str, float | int]:
         now = time.monotonic() if now is None else now
