@@ -376,6 +376,7 @@ class GraphDreamer(Dreamer):
                 graph = self._record(body)
             except torch.cuda.OutOfMemoryError:
                 self._drop_graphs()  # give the memory back; the loop shrinks the dream and goes on
+                self._release_generator()
                 raise
             except RuntimeError as err:
                 self._failed(err)
@@ -419,6 +420,22 @@ class GraphDreamer(Dreamer):
         finally:
             torch.cuda.set_stream(current)
 
+    def _release_generator(self) -> None:
+        """Put the device's default generator back out of capture mode after a failed capture.
+
+        A capture registers the generator and marks its state as capturing; only a capture that
+        ends cleanly unmarks it. After one that failed, every later random draw outside a graph
+        (the eager dream's jitter) raises "Offset increment outside graph capture encountered
+        unexpectedly" (seen on an H100, torch 2.11). A clone of the state has the same seed and
+        offset and is not capturing; the dropped graphs were the only users of the old one.
+        """
+        index = self.device.index if self.device.index is not None else torch.cuda.current_device()
+        generator = torch.cuda.default_generators[index]
+        try:
+            generator.graphsafe_set_state(generator.clone_state())
+        except (AttributeError, RuntimeError) as err:  # torch < 2.4 has neither
+            logger.warning("could not reset the CUDA generator after a failed capture: %s", err)
+
     def _evict(self, key: GraphKey) -> None:
         entry = self._graphs.pop(key)
         entry.graph.reset()
@@ -439,6 +456,7 @@ class GraphDreamer(Dreamer):
         """Rest from graphs for a while (doubling each time) and say why, cause included."""
         self.failures += 1
         self._drop_graphs()
+        self._release_generator()
         self._retry_at = self._clock() + self._backoff
         logger.warning(
             "CUDA graph capture failed (%s); dreaming without graphs for %.0f s, then trying "

@@ -72,6 +72,10 @@ class CpuGraphDreamer(GraphDreamer):
         self._setup_graphs(capture_ahead, max_graphs, budget_s, self.clock)
         self.fail = fail  # an exception to raise at capture, after the warm-up
         self.graphs: list[FakeGraph] = []
+        self.released = 0  # times the generator was taken out of capture mode
+
+    def _release_generator(self):
+        self.released += 1
 
     def _record(self, body):
         for _ in range(WARMUP_ITERS):  # the warm-up steps the static image, as on CUDA
@@ -299,6 +303,7 @@ def test_a_failed_capture_logs_its_cause_restores_the_image_and_is_retried_later
     assert "operation not permitted when stream is capturing" in warned[0]  # the real cause
     assert "trying again" in warned[0]
     assert not fast.graphs_enabled and fast.captures == 0 and fast.failures == 1
+    assert fast.released == 1  # the generator the capture left marked is put back
     for out in outs:  # the warm-up stepped the static image; the dream never saw it
         torch.testing.assert_close(out, want, rtol=0, atol=2e-5)
     fast.fail = None
