@@ -758,6 +758,14 @@ class WatchdogConfig(Section, section="watchdog"):
     dream_timeout: float = knob(
         5.0, 1.0, 600.0, "time without a dream heartbeat before the process is restarted", unit="s"
     )
+    warmup_timeout: float = knob(
+        180.0,
+        5.0,
+        3600.0,
+        "time a frame may take at a dream size new to the model (start-up, a model switch, a "
+        "smaller dream after GPU out-of-memory): a GPU tunes its kernels and captures graphs then",
+        unit="s",
+    )
     exit_grace: float = knob(
         10.0,
         1.0,

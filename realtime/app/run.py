@@ -228,8 +228,14 @@ def run(
         watchdog = Watchdog()
         # The loop's heartbeat moves every pass, frame or not: it stops only if the thread hangs
         # (then recover() ends the process: the loop's on_fatal) or has ended (then it restarts).
+        # A frame at a dream size new to the model may take far longer on a GPU (kernel tuning,
+        # graph capture: 25 s for the first frame on an H100), and is allowed warmup_timeout.
+        wd = cfg.watchdog
         watchdog.watch(
-            "dream loop", lambda: loop.heartbeat, loop.recover, timeout=cfg.watchdog.dream_timeout
+            "dream loop",
+            lambda: loop.heartbeat,
+            loop.recover,
+            timeout=lambda: loop.silence_allowed(wd.dream_timeout, wd.warmup_timeout),
         )
         watchdog.start()
         parts.add("watchdog", watchdog.stop)

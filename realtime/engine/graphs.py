@@ -200,6 +200,12 @@ class GraphDreamer(Dreamer):
         self._scalars: tuple[float, int] | None = None  # host copy, to skip redundant fills
 
     @property
+    def capturing_ahead(self) -> bool:
+        """Whether planned graphs are still waiting to be captured: a frame may then take
+        seconds (a capture at a new depth tunes that depth's kernels first)."""
+        return bool(self._pending) and self.graphs_enabled
+
+    @property
     def graphs_enabled(self) -> bool:
         """False while resting after a failed capture."""
         return self._clock() >= self._retry_at

@@ -186,6 +186,12 @@ class DreamLoop:
         out["capture_drops"] = self.frames.drops
         return out
 
+    def silence_allowed(self, normal: float, warming: float) -> float:
+        """Seconds without a heartbeat the watchdog should allow now: `warming` while a frame
+        dreams at a size new to the model (a GPU tunes kernels and captures graphs then),
+        else `normal`."""
+        return warming if self.pipeline.warming else normal
+
     def _new_thread(self) -> threading.Thread:
         return threading.Thread(target=self._run, name="dream-loop", daemon=True)
 

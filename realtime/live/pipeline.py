@@ -78,6 +78,10 @@ class FramePipeline:
         self._objective: Objective | None = None
         self._reset_seen = 0
         self.dreamed = 0  # frames dreamed so far (octave_cycle picks the octave by it)
+        # True while a frame dreams at a size this dreamer has not dreamed at before: on a GPU
+        # such a frame tunes kernels and captures graphs (seconds), which the watchdog allows.
+        self.warming = True  # start-up warms
+        self._warm: set[tuple[int, tuple[int, int]]] = set()  # (id of dreamer, dream size)
 
     @property
     def overlaps(self) -> bool:
@@ -88,6 +92,7 @@ class FramePipeline:
         """Swap in another network (built off this thread) for the next frame."""
         self.model, self.dreamer = model, dreamer
         self._objective_key = None
+        self._warm.clear()  # the old dreamer's sizes say nothing of the new one
 
     def start(self, frame: Frame, snap: Snapshot) -> Pending:
         """Queue one frame's work."""
@@ -113,8 +118,14 @@ class FramePipeline:
         with record_function("feedback"):
             x = self.feedback.apply(camera_small, frame.image, snap.feedback)  # (1, 3, h, w)
         if snap.dream.steps > 0:
+            warm = (id(self.dreamer), small)
+            self.warming = warm not in self._warm or self._capturing_ahead()
             with record_function("dream"):
                 dreamed = self._dream(x, snap)
+            self._warm.add(warm)
+            # On an H100 the frames after the first still took seconds while the planned graphs
+            # were captured (each depth's first capture tunes its kernels): warm until done.
+            self.warming = self._capturing_ahead()
             with record_function("feedback"):
                 x = self.feedback.steady(x, dreamed, snap.feedback)
         with record_function("feedback"):
@@ -127,6 +138,9 @@ class FramePipeline:
                     x = (camera_t + resize(x - camera_small, (h, w))).clamp_(0.0, 1.0)
                 readback = self._download.start(x)
         return Pending(frame, snap, readback, started)
+
+    def _capturing_ahead(self) -> bool:
+        return bool(getattr(self.dreamer, "capturing_ahead", False))
 
     def finish(self, pending: Pending):
         """The dreamed picture, (H, W, 3) uint8 RGB (waits for its read-back)."""

@@ -19,13 +19,14 @@ class Watched:
         name: for the log line.
         progress: returns a counter that grows while the part works (e.g. a slot's count).
         restart: called on the watchdog thread when the counter has not moved for `timeout` s.
-        timeout: seconds of no progress before a restart.
+        timeout: seconds of no progress before a restart, or a function giving them (a part
+            may allow itself longer while it warms up).
     """
 
     name: str
     progress: Callable[[], int]
     restart: Callable[[], None]
-    timeout: float = 5.0
+    timeout: float | Callable[[], float] = 5.0
     last_count: int = -1
     last_change: float = 0.0
     restarts: int = 0
@@ -48,7 +49,7 @@ class Watchdog:
         name: str,
         progress: Callable[[], int],
         restart: Callable[[], None],
-        timeout: float = 5.0,
+        timeout: float | Callable[[], float] = 5.0,
     ) -> Watched:
         part = Watched(name, progress, restart, timeout, last_change=self._clock())
         with self._lock:
@@ -73,7 +74,8 @@ class Watchdog:
             if count != part.last_count:
                 part.last_count, part.last_change = count, now
                 continue
-            if now - part.last_change < part.timeout:
+            timeout = part.timeout() if callable(part.timeout) else part.timeout
+            if now - part.last_change < timeout:
                 continue
             part.restarts += 1
             logger.error(

@@ -247,8 +247,11 @@ def test_the_plan_fills_in_a_graph_a_frame_and_a_planned_switch_never_runs_eager
         counts.append(fast.captures)
     assert counts[: planned - 1] == list(range(2, planned + 1))  # one more each frame
     assert counts[-1] == planned
+    assert not fast.capturing_ahead  # the plan is done: the loop's watchdog is strict again
     fast = CpuGraphDreamer(lite0, budget_s=0.0)
+    assert not fast.capturing_ahead  # nothing planned before the first frame
     fast.dream(img, objectives.layer("block10"), cfg)
+    assert fast.capturing_ahead
     before = fast.replays
     fast.dream(img, objectives.layer("stem"), cfg)  # planned, not captured yet: captured now
     assert fast.replays == before + 1

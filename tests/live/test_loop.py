@@ -254,6 +254,76 @@ def test_a_stuck_dream_thread_is_never_doubled_and_ends_the_process(lite0, param
     assert wait_for(lambda: dream_threads() == before, 10)
 
 
+def test_a_first_frame_at_a_new_size_may_take_long_but_a_later_frame_may_not(lite0, params):
+    """On an H100 the first frame took 25 s (kernel tuning, graph capture) and the watchdog,
+    allowing 5 s, ended the process before any frame. A frame at a size new to the dreamer gets
+    the warm-up allowance; once warm, a frame that hangs is caught in the normal time."""
+    from realtime.live.watchdog import Watchdog
+
+    reasons = []
+    loop = make_loop(lite0, params, on_fatal=reasons.append)
+    real = loop.pipeline.dreamer.dream
+    calls, release = {"n": 0}, threading.Event()
+
+    def dream(x, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            time.sleep(1.5)  # warming: well over the normal allowance
+        elif calls["n"] == 4:
+            release.wait(60)  # warm by now: a hang
+        return real(x, *a, **kw)
+
+    loop.pipeline.dreamer.dream = dream
+    dog = Watchdog(interval=0.05)
+    dog.watch(
+        "dream loop", lambda: loop.heartbeat, loop.recover, lambda: loop.silence_allowed(0.5, 10.0)
+    )
+    frames = demo_frames(4)
+    loop.start()
+    dog.start()
+    try:
+        loop.frames.put(frames[0])
+        assert wait_for(lambda: loop.outputs.count == 1, 20), reasons
+        assert loop.fatal is None and not loop.pipeline.warming
+        for f in frames[1:3]:
+            loop.frames.put(f)
+            assert wait_for(lambda n=f.index: loop.outputs.count == n + 1, 20)
+        hung = time.monotonic()
+        loop.frames.put(frames[3])
+        assert wait_for(lambda: loop.fatal is not None, 10)
+        assert time.monotonic() - hung < 5.0 and "stuck" in reasons[0]
+    finally:
+        dog.stop()
+        release.set()
+        loop.stop()
+
+
+def test_the_pipeline_warms_at_each_new_size_and_model(lite0, params):
+    loop = make_loop(lite0, params)
+    frames = demo_frames(3)
+    warming = []
+    for i, f in enumerate(frames):
+        loop.process(f, params.snapshot())
+        warming.append(loop.pipeline.warming)
+        if i == 0:
+            assert loop.pipeline.warming is False  # set for the frame's dream, cleared after
+    loop.pipeline.scale = 0.5  # a smaller dream (as after out-of-memory): a size not seen yet
+    seen = []
+    real = loop.pipeline.dreamer.dream
+    loop.pipeline.dreamer.dream = lambda *a, **kw: (
+        seen.append(loop.pipeline.warming) or real(*a, **kw)
+    )
+    loop.process(frames[0], params.snapshot())
+    loop.process(frames[1], params.snapshot())
+    assert seen == [True, False]
+    loop.pipeline.set_model(lite0, loop.pipeline.dreamer)
+    loop.process(frames[2], params.snapshot())
+    assert seen == [True, False, True]  # a swapped-in model warms again
+    loop.pipeline.dreamer.capturing_ahead = True  # a GPU dreamer with planned graphs to capture
+    loop.process(frames[2], params.snapshot())
+    assert seen[-1] is True and loop.pipeline.warming  # during and after: until it is captured
+
+
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_dream_thread_that_ended_is_restarted(lite0, params, caplog):
     loop = make_loop(lite0, params)
