@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 # (13) plus the class target at 2 octaves: 28; the rest leaves room for a few octave changes.
 MAX_GRAPHS = 64
 # Eager runs on a side stream before each capture: the PyTorch docs ask for a warm-up there, and
-# it lets cudnn.benchmark pick its kernels (which syncs) outside the capture. 3 as in the docs.
+# it lets cuDNN and the allocator settle (which may sync) outside the capture. 3 as in the docs.
 WARMUP_ITERS = 3
 # A step shape met after start-up (an octave_scale fader moving) is dreamed eagerly until it is
 # seen on this many frames, so a fader sweep does not stall to capture a graph for every value.

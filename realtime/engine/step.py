@@ -239,8 +239,10 @@ class Dreamer:
         self.opts = opts
         if opts.channels_last:
             self.model.to(memory_format=torch.channels_last)
-        if self.is_cuda:
-            torch.backends.cudnn.benchmark = True  # fixed shapes per octave: pick fast kernels once
+        # cudnn.benchmark stays off (torch's default): on an H100 (2026-11-22, EfficientNet-Lite0,
+        # default preset, 640x360) it made the first frame take 13.9 s instead of 8.4, and every
+        # new shape (a class recipe's views, another octave size) stalled the show to tune
+        # again, for no steady gain: 7.9 ms a frame with it, 7.5 ms without.
         self.color = color_matrix(self.device)  # (3, 3), made once: never inside a graph
         self._grids: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
         self._weights: tuple[tuple, tuple[Tensor, Tensor | None]] | None = None
