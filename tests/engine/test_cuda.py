@@ -15,7 +15,7 @@ from realtime.engine import objectives
 from realtime.engine.graphs import GraphDreamer, capture_plan
 from realtime.engine.models import MODEL_NAMES, load_model, random_model
 from realtime.engine.objectives import Term
-from realtime.engine.step import activation, octave_sizes
+from realtime.engine.step import activation
 from realtime.engine.strategy import dream_copy, make_dreamer, reference_dreamer
 from realtime.knobs import DreamConfig
 from realtime.live.loop import DreamLoop
@@ -46,19 +46,25 @@ def test_make_dreamer_picks_the_fast_path_on_cuda(lite0_cuda):
 
 
 def test_the_fast_dream_is_the_reference_dream_within_fp16_tolerance(lite0_cuda, image):
-    """Jitter 0 makes both deterministic: the fp16 graph path and the eager fp32 full-network
-    reference must paint the same picture and raise the layer about as much."""
+    """Jitter 0 makes both deterministic. One step of the fp16 graph path paints what one step
+    of the eager fp32 full-network reference paints; over several steps the two drift apart
+    (gradient ascent amplifies fp16 rounding: on an H100, 6 steps ended as far apart as either
+    moved, as CPU autocast also shows), so there the test is that both raise the layer alike."""
     layer = "block8"
     objective = objectives.layer(layer)
+    one = DreamConfig(steps=1, octaves=1, jitter=0, step_size=0.02)
+    reference = reference_dreamer(lite0_cuda, CUDA).dream(image, objective, one)
+    fast = make_dreamer(lite0_cuda, CUDA)
+    got = fast.dream(image, objective, one)
+    assert got.shape == image.shape and got.dtype == torch.float32
+    change = (reference - image).abs().mean().item()  # ~0.02
+    apart = (got - reference).abs().mean().item()  # fp16 vs fp32: ~0.13 of it on the CPU
+    assert change > 0.01 and apart < 0.3 * change, (apart, change)
+
     cfg = DreamConfig(steps=3, octaves=2, jitter=0, step_size=0.02)
     reference = reference_dreamer(lite0_cuda, CUDA).dream(image, objective, cfg)
-    fast = make_dreamer(lite0_cuda, CUDA)
     got = fast.dream(image, objective, cfg)
-    assert fast.captures > 0 and fast.replays == cfg.steps * len(octave_sizes(160, 224, cfg))
-    assert got.shape == image.shape and got.dtype == torch.float32
-    change = (reference - image).abs().mean().item()  # ~0.02 a step, 6 steps
-    apart = (got - reference).abs().mean().item()
-    assert change > 0.02 and apart < 0.3 * change, (apart, change)  # fp16: cosine ~0.95+
+    assert fast.captures > 0 and fast.replays >= 1 + cfg.steps  # the full size: graphs
     before = activation(lite0_cuda, layer, image)
     gain_fast = activation(lite0_cuda, layer, got) / before
     gain_ref = activation(lite0_cuda, layer, reference) / before
@@ -87,17 +93,17 @@ def test_graphs_survive_layer_and_target_switches(lite0_cuda, image):
 
 
 def test_a_class_graph_dreams_towards_another_class(lite0_cuda, image):
-    """The graph captured for class 0 serves class 945 through its class-weight tensor: same
-    picture as the reference dreaming towards 945, and the 945 logit rises."""
-    cfg = DreamConfig(steps=4, octaves=1, jitter=0, step_size=0.02)
+    """The graph captured for class 0 serves class 945 through its class-weight tensor: one step
+    paints what the reference's step towards 945 paints, and four raise the 945 logit."""
+    one = DreamConfig(steps=1, octaves=1, jitter=0, step_size=0.02)
     fast = make_dreamer(lite0_cuda, CUDA)
     target = objectives.build(lite0_cuda, target=945)  # bell pepper
-    fast.dream(image, objectives.build(lite0_cuda, target=0), cfg)  # aims the graph at class 0
-    fast.prepare(160, 224, cfg)
+    fast.dream(image, objectives.build(lite0_cuda, target=0), one)  # aims the graph at class 0
+    fast.prepare(160, 224, one)
     captures = fast.captures
-    got = fast.dream(image, target, cfg)
+    got = fast.dream(image, target, one)
     assert fast.captures == captures
-    reference = reference_dreamer(lite0_cuda, CUDA).dream(image, target, cfg)
+    reference = reference_dreamer(lite0_cuda, CUDA).dream(image, target, one)
     change = (reference - image).abs().mean().item()
     apart = (got - reference).abs().mean().item()
     assert apart < 0.3 * change, (apart, change)
@@ -106,7 +112,9 @@ def test_a_class_graph_dreams_towards_another_class(lite0_cuda, image):
         with torch.no_grad():
             return lite0_cuda(x, {"logits"})["logits"][0, 945].float().item()
 
-    assert logit(got) > logit(image) + 1.0
+    four = fast.dream(image, target, replace(one, steps=4))
+    assert fast.captures == captures  # steps are replays, not a new graph
+    assert logit(four) > logit(image) + 1.0
 
 
 def test_no_host_sync_inside_the_dream(lite0_cuda, image):
@@ -120,7 +128,7 @@ def test_no_host_sync_inside_the_dream(lite0_cuda, image):
     try:
         for target in (None, 3, 400):
             obj = objective if target is None else objectives.build(lite0_cuda, target=target)
-            out = fast.dream(image, obj, replace(cfg, step_size=0.01 + 0.001 * (target or 0)))
+            out = fast.dream(image, obj, replace(cfg, step_size=0.01 + 0.0001 * (target or 0)))
     finally:
         torch.cuda.set_sync_debug_mode(0)
     torch.cuda.synchronize()
@@ -164,7 +172,7 @@ def test_transfers_use_pinned_buffers_and_round_trip_exactly():
         assert t.is_cuda and t.shape == (1, 3, 72, 128)
         np.testing.assert_array_equal(down(t), frame)
     assert len(ptrs) == 1 and up.allocations == 1 and down.allocations == 1
-    assert up._host.is_pinned() and down._host.is_pinned()
+    assert up._host.is_pinned() and all(slot.host.is_pinned() for slot in down._slots)
 
 
 def test_the_loop_runs_on_the_fast_path(lite0_cuda):
