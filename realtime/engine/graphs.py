@@ -283,6 +283,14 @@ class GraphDreamer(Dreamer):
             )
         self._pending = OrderedDict((k, (o, c)) for k, o, c in wanted[: max(room, 0)])
         self._ahead = (self._clock(), self.captures)
+        if self._pending:  # the operator sees why the first half-minute is slow
+            logger.info(
+                "capturing %d CUDA graphs for %dx%d: the first frames are slow until they are "
+                "captured (34 s for 57 on an H100), then each frame replays them",
+                len(self._pending),
+                width,
+                height,
+            )
 
     def _capture_pending(self, budget_s: float) -> None:
         """Capture planned graphs for up to `budget_s` seconds (at least one)."""
