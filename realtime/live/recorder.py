@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 # FFmpeg has (H.264 needs an external one); MJPG in .avi is bigger but trivially seekable.
 FOURCC_BY_SUFFIX = {".mkv": "MJPG", ".avi": "MJPG", ".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v"}
 CHECK_S = 1.0  # free space is looked at this often while recording (one statvfs call)
+# After a fault, recording is tried again into a new file this long after, then twice as long
+# each time it fails again, up to RESUME_MAX_S: a technician who frees space at 3 a.m. gets the
+# recording back without a restart, and a disk that stays full costs a statvfs call a while.
+RESUME_FIRST_S = 60.0
+RESUME_MAX_S = 900.0
 
 OpenWriter = Callable[[str, int, float, tuple[int, int]], cv2.VideoWriter]
 
@@ -56,7 +61,9 @@ class VideoRecorder:
     and every frame's write (OpenCV 5 reports a failed write; older versions do not, and then
     only free space is watched). A fault is logged once, counted in `errors`, passed to
     `on_error`, and stops the recording: the file is closed with what it holds and later frames
-    are dropped (counted). Nothing is raised for it, so the show goes on.
+    are dropped (counted). Nothing is raised for it, so the show goes on. RESUME_FIRST_S later
+    (doubling up to RESUME_MAX_S while it keeps failing) the recording is tried again: once the
+    disk has min_free_mb free, the next frame opens a new numbered file, and a warning says so.
 
     Threads: __call__ and close() may be called from any thread, close() also from a signal
     handler; after close() further frames are ignored. `on_error` is called on the thread that
@@ -75,6 +82,7 @@ class VideoRecorder:
         on_error: Callable[[str], None] | None = None,
         statvfs: Statvfs = os.statvfs,
         open_writer: OpenWriter | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """
         Args:
@@ -85,7 +93,8 @@ class VideoRecorder:
             min_free_mb: stop recording when the folder's disk has less free space; 0: no check.
             overwrite: write the first file to `path` even if it exists (a render's output).
             on_error: called with each fault's message (status out).
-            statvfs, open_writer: stand-ins for os.statvfs and cv2.VideoWriter (tests).
+            statvfs, open_writer, clock: stand-ins for os.statvfs, cv2.VideoWriter and
+                time.monotonic (tests).
 
         Raises:
             RecorderError: unknown suffix, missing folder, fps not positive or segment_seconds
@@ -119,6 +128,7 @@ class VideoRecorder:
         self.on_error = on_error
         self._statvfs = statvfs
         self._open_writer = open_writer or _open_cv2_writer
+        self._clock = clock
         # Guards the writer, the files and the counts: frames arrive from the dream thread,
         # close() comes from the main thread or a signal handler. Reentrant, because a signal
         # handler runs on whatever thread Python picks (the main one), possibly mid-__call__.
@@ -131,6 +141,7 @@ class VideoRecorder:
         self._late_frames = 0  # frames that arrived after close(), ignored
         self.realtime = realtime
         self._start_ts: float | None = None  # done_ts of the first frame (realtime)
+        self._pace_base = 0  # frames_written when pacing (re)started: a resume starts afresh
         self._number = 0  # the number of the file claimed last (show-N.mkv)
         self._claimed: Path | None = None  # claimed (created empty), not yet opened
         self._in_segment = 0  # file frames in the open file
@@ -141,6 +152,9 @@ class VideoRecorder:
         self.dropped = 0  # frames handed in after a fault stopped the recording
         self.errors = 0  # faults (each stops the recording, so at most one so far)
         self.error = ""  # what stopped the recording; "" while all is well
+        self.resumes = 0  # times recording started again after a fault
+        self._resume_wait = RESUME_FIRST_S
+        self._resume_at = 0.0  # clock time of the next try after a fault
         if self._space_ok():
             self._claim()
 
@@ -186,7 +200,7 @@ class VideoRecorder:
             if self._late_frames == 1:
                 logger.warning("recorder for %s is closed; ignoring later frames", self.path)
             return
-        if self.error:
+        if self.error and not self._resume():
             self.dropped += 1
             return
         if self._writer is None and not self._open(image.shape[1], image.shape[0]):
@@ -214,7 +228,7 @@ class VideoRecorder:
                 return
             self.frames_written += 1
             self._in_segment += 1
-        now = time.monotonic()
+        now = self._clock()
         if now >= self._next_check:
             self._next_check = now + CHECK_S
             self._space_ok()
@@ -228,7 +242,7 @@ class VideoRecorder:
             self._start_ts = done_ts
         # file frames due up to this moment (the epsilon absorbs float error in timestamps)
         due = int((done_ts - self._start_ts) * self.fps + 1e-6) + 1
-        return max(0, due - self.frames_written)
+        return max(0, due - (self.frames_written - self._pace_base))
 
     def close(self) -> None:
         """Finish the file so that every frame written can be read back. Idempotent."""
@@ -257,6 +271,26 @@ class VideoRecorder:
             return True
         self._fault(why if why.startswith("cannot") else f"{why}; free some space or lower it")
         return False
+
+    def _resume(self) -> bool:
+        """After a fault, when its wait is over: record again (into a new file, on this frame)
+        if the disk has room; else wait twice as long. Quiet while the disk is still short."""
+        now = self._clock()
+        if now < self._resume_at:
+            return False
+        self._resume_wait = min(RESUME_MAX_S, self._resume_wait * 2)
+        self._resume_at = now + self._resume_wait  # the wait after this try, if it fails
+        if self.min_free_mb and space_problem(
+            self.requested.parent, self.min_free_mb, self._statvfs
+        ):
+            return False
+        stopped, self.error = self.error, ""
+        if self._claimed is None and not self._claim():  # a new fault: logged, error set again
+            return False
+        self.resumes += 1
+        self._start_ts, self._pace_base = None, self.frames_written  # pace the new file afresh
+        logger.warning("recording resumes into %s; it had stopped: %s", self.path, stopped)
+        return True
 
     def _claim(self) -> bool:
         """Create the next file (never an existing one); a fault when the folder refuses."""
@@ -306,7 +340,12 @@ class VideoRecorder:
         """Stop recording: log, count and report the fault; keep what the file holds."""
         self.errors += 1
         self.error = message
-        logger.error("recording stopped, the show goes on: %s", message)
+        self._resume_at = self._clock() + self._resume_wait
+        logger.error(
+            "recording stopped, the show goes on (tried again in %.0f s): %s",
+            self._resume_wait,
+            message,
+        )
         self._finish_file()
         if self.on_error is not None:
             self.on_error(f"recording stopped: {message}")

@@ -450,3 +450,69 @@ def test_a_writer_that_cannot_open_is_one_error_not_one_per_frame(tmp_path, capl
     assert rec.state == "stopped" and "could not open" in rec.error
     assert len(errors_logged(caplog)) == 1 and rec.dropped == 175
     assert list(tmp_path.iterdir()) == []  # no empty file left behind
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_recording_resumes_into_a_new_file_once_space_is_freed(tmp_path, caplog, monkeypatch):
+    """Space runs out at 3 a.m.; a technician frees some: the recording comes back by itself,
+    in a new file, without a restart, and the show's status says recording again."""
+    import realtime.live.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "CHECK_S", 0.0)
+    disk, clock = Disk(1000), Clock()
+    rec = VideoRecorder(tmp_path / "x.mkv", min_free_mb=500, statvfs=disk, clock=clock)
+    with caplog.at_level(logging.INFO):
+        for i in range(10):
+            rec(grey(i))
+        disk.free_mb = 100  # another program filled the disk
+        for i in range(10, 20):
+            rec(grey(i))
+            clock.t += 10.0  # 100 s pass; the first retry (60 s) finds the disk still full
+        assert rec.state == "stopped" and rec.resumes == 0
+        assert len(errors_logged(caplog)) == 1  # a retry on a full disk is quiet
+        disk.free_mb = 2000  # space freed
+        rec(grey(20))  # the next retry is 120 s after the first: not yet
+        assert rec.state == "stopped"
+        clock.t += 120.0
+        for i in range(21, 31):
+            rec(grey(i))
+        rec.close()
+    assert rec.state == "closed" and rec.resumes == 1 and rec.errors == 1
+    assert [p.name for p in rec.paths] == ["x.mkv", "x-1.mkv"]
+    assert len(read_back(rec.paths[0])) == 11  # 0..10: the fall in space is seen after frame 10
+    assert len(read_back(rec.paths[1])) == 10  # 21..30
+    assert rec.dropped == 10  # 11..20
+    assert any("recording resumes into" in m and "x-1.mkv" in m for m in caplog.messages)
+
+
+def test_a_resumed_realtime_recording_does_not_fill_the_gap_with_copies(tmp_path, monkeypatch):
+    """Realtime pacing restarts with the new file: ten minutes without recording are not ten
+    minutes of one repeated frame."""
+    import realtime.live.recorder as recorder_module
+
+    monkeypatch.setattr(recorder_module, "CHECK_S", 0.0)
+    disk, clock = Disk(1000), Clock()
+    rec = VideoRecorder(
+        tmp_path / "x.mkv", fps=10.0, realtime=True, min_free_mb=500, statvfs=disk, clock=clock
+    )
+    t = 0.0
+    for i in range(10):  # 1 s at 10 fps
+        rec(Output(grey(i), grey(i), i, t, t, "l", "t"))
+        t += 0.1
+    disk.free_mb = 100
+    rec(Output(grey(10), grey(10), 10, t, t, "l", "t"))
+    disk.free_mb = 2000
+    clock.t += 600.0
+    t += 600.0  # ten minutes later
+    for i in range(11, 21):
+        rec(Output(grey(i), grey(i), i, t, t, "l", "t"))
+        t += 0.1
+    rec.close()
+    assert rec.resumes == 1 and len(read_back(rec.paths[1])) == 10
