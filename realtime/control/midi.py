@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from realtime.control.atomic import write_atomically
 from realtime.control.params import KNOBS, LiveParams, ParamError
 from realtime.knobs import Knob
 
@@ -129,19 +128,8 @@ class BindingsFile:
                 for device, bindings in sorted(self.devices.items())
             },
         }
-        folder = self.path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(data, f, indent=2)
-                f.write("\n")
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def _parse(data: object, path: Path) -> dict[str, dict[Control, str]]:

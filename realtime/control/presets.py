@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import struct
 import time
 import zlib
@@ -15,6 +14,7 @@ import cv2
 import numpy as np
 
 from realtime.control import config
+from realtime.control.atomic import write_atomically
 from realtime.control.config import preset_names
 from realtime.control.params import KNOBS, NAMES, LiveParams, ParamError
 
@@ -223,13 +223,8 @@ def save_snapshot(
         while path.exists():
             n += 1
             path = directory / f"{stem}-{n}.png"
-        tmp = path.with_name(path.name + TMP_SUFFIX)
-        try:
-            tmp.write_bytes(png)
-            os.replace(tmp, path)
-        except OSError:
-            tmp.unlink(missing_ok=True)  # a full disk leaves a partial file: never keep it
-            raise
+        # A full disk leaves a partial file: never kept; a crash's leftover the saver clears.
+        write_atomically(path, png, tmp=path.with_name(path.name + TMP_SUFFIX))
     except OSError as err:
         raise PresetError(f"snapshot could not be written to {directory}: {err}") from err
     return path

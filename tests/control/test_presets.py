@@ -194,18 +194,16 @@ def test_save_snapshot_refuses_wrong_images(params, tmp_path):
 
 
 def test_a_snapshot_that_cannot_be_written_leaves_no_temporary_file(params, tmp_path, monkeypatch):
-    """A full disk, simulated: the write of the .tmp fails part way (the tmpfs test of the same
-    fault is tests/live/test_snapshots.py)."""
+    """A full disk, simulated: the .tmp is written, then flushing it fails (the tmpfs test of the
+    same fault is tests/live/test_snapshots.py)."""
     import errno
-    import pathlib
 
-    real_write = pathlib.Path.write_bytes
+    import realtime.control.atomic as atomic
 
-    def write_half(self, data):
-        real_write(self, data[: len(data) // 2])
+    def disk_full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(pathlib.Path, "write_bytes", write_half)
+    monkeypatch.setattr(atomic.os, "fsync", disk_full)
     with pytest.raises(PresetError, match="could not be written.*No space left"):
         save_snapshot(np.zeros((8, 8, 3), np.uint8), params.state(), tmp_path)
     assert list(tmp_path.iterdir()) == []
