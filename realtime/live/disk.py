@@ -38,8 +38,10 @@ def space_problem(
     except OSError as err:
         return f"cannot read the free space of {str(folder)!r}: {err}"
     if free < min_free_mb:
+        # Whole MB, but tenths under 10 ("only 1.6 MB free ... less than 2 MB", not "only 2").
+        shown = f"{free:.0f}" if free >= 10 else f"{free:.1f}".removesuffix(".0")
         return (
-            f"only {free:.0f} MB free on the disk of {str(folder)!r}, less than "
+            f"only {shown} MB free on the disk of {str(folder)!r}, less than "
             f"record.min_free_mb = {min_free_mb:g} MB"
         )
     return None
