@@ -225,6 +225,10 @@ class Dreamer:
     step or the octave loop.
     """
 
+    # Whether frames may still take seconds while work planned ahead is done (GraphDreamer's
+    # captures); an eager dreamer has none.
+    capturing_ahead = False
+
     def __init__(
         self,
         model: DreamModel,

@@ -81,7 +81,7 @@ class FramePipeline:
         # True while a frame dreams at a size this dreamer has not dreamed at before: on a GPU
         # such a frame tunes kernels and captures graphs (seconds), which the watchdog allows.
         self.warming = True  # start-up warms
-        self._warm: set[tuple[int, tuple[int, int]]] = set()  # (id of dreamer, dream size)
+        self._warm: set[tuple[int, int]] = set()  # dream sizes this dreamer has dreamed at
 
     @property
     def overlaps(self) -> bool:
@@ -118,14 +118,13 @@ class FramePipeline:
         with record_function("feedback"):
             x = self.feedback.apply(camera_small, frame.image, snap.feedback)  # (1, 3, h, w)
         if snap.dream.steps > 0:
-            warm = (id(self.dreamer), small)
-            self.warming = warm not in self._warm or self._capturing_ahead()
+            self.warming = small not in self._warm or self.dreamer.capturing_ahead
             with record_function("dream"):
                 dreamed = self._dream(x, snap)
-            self._warm.add(warm)
+            self._warm.add(small)
             # On an H100 the frames after the first still took seconds while the planned graphs
             # were captured (each depth's first capture tunes its kernels): warm until done.
-            self.warming = self._capturing_ahead()
+            self.warming = self.dreamer.capturing_ahead
             with record_function("feedback"):
                 x = self.feedback.steady(x, dreamed, snap.feedback)
         with record_function("feedback"):
@@ -138,9 +137,6 @@ class FramePipeline:
                     x = (camera_t + resize(x - camera_small, (h, w))).clamp_(0.0, 1.0)
                 readback = self._download.start(x)
         return Pending(frame, snap, readback, started)
-
-    def _capturing_ahead(self) -> bool:
-        return bool(getattr(self.dreamer, "capturing_ahead", False))
 
     def finish(self, pending: Pending):
         """The dreamed picture, (H, W, 3) uint8 RGB (waits for its read-back)."""

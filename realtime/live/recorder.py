@@ -285,7 +285,7 @@ class VideoRecorder:
         ):
             return False
         stopped, self.error = self.error, ""
-        if self._claimed is None and not self._claim():  # a new fault: logged, error set again
+        if not self._claim():  # a new fault: logged, error set again
             return False
         self.resumes += 1
         self._start_ts, self._pace_base = None, self.frames_written  # pace the new file afresh
