@@ -268,7 +268,7 @@ def test_a_first_frame_at_a_new_size_may_take_long_but_a_later_frame_may_not(lit
     def dream(x, *a, **kw):
         calls["n"] += 1
         if calls["n"] == 1:
-            time.sleep(1.5)  # warming: well over the normal allowance
+            time.sleep(4.0)  # warming: well over the normal allowance
         elif calls["n"] == 4:
             release.wait(60)  # warm by now: a hang
         return real(x, *a, **kw)
@@ -276,7 +276,7 @@ def test_a_first_frame_at_a_new_size_may_take_long_but_a_later_frame_may_not(lit
     loop.pipeline.dreamer.dream = dream
     dog = Watchdog(interval=0.05)
     dog.watch(
-        "dream loop", lambda: loop.heartbeat, loop.recover, lambda: loop.silence_allowed(0.5, 10.0)
+        "dream loop", lambda: loop.heartbeat, loop.recover, lambda: loop.silence_allowed(2.0, 20.0)
     )
     frames = demo_frames(4)
     loop.start()
@@ -291,7 +291,7 @@ def test_a_first_frame_at_a_new_size_may_take_long_but_a_later_frame_may_not(lit
         hung = time.monotonic()
         loop.frames.put(frames[3])
         assert wait_for(lambda: loop.fatal is not None, 10)
-        assert time.monotonic() - hung < 5.0 and "stuck" in reasons[0]
+        assert time.monotonic() - hung < 10.0 and "stuck" in reasons[0]
     finally:
         dog.stop()
         release.set()
