@@ -26,7 +26,7 @@ from realtime.app.bench import (
     run_loop,
     select_rows,
 )
-from realtime.engine.device import pick_device, tune_cpu, usable_cores
+from realtime.engine.device import pick_device, serial_cpu, usable_cores
 from realtime.engine.models import DreamModel
 from realtime.engine.strategy import make_dreamer
 from realtime.live.sender import FrameSender, OutputError
@@ -135,8 +135,6 @@ def measure(row: Row, model: DreamModel, device: torch.device, frames: int, roun
     """Loop fps with no output, each output alone and all together, in turns, `rounds` times."""
     counts = COUNTS["cuda" if device.type == "cuda" else "cpu"]
     threads = row.threads or usable_cores()
-    if device.type == "cpu":
-        tune_cpu(threads)
 
     def factory(m: DreamModel, d: torch.device):
         return make_dreamer(m, d, threads)
@@ -235,6 +233,7 @@ def format_table(head: dict, result: dict) -> str:
 def main(args) -> dict:
     """`bench --outputs`: print the table; returns the result (the caller writes the JSON)."""
     device = pick_device(args.device)
+    serial_cpu()  # the loop's dream thread alone runs torch in parallel (engine.device)
     kind = "quick" if args.quick else ("cuda" if device.type == "cuda" else "cpu")
     frames = args.frames or COUNTS[kind].loop_frames
     rows = select_rows(default_rows(device.type, args.quick), args.models, args.sizes)

@@ -17,7 +17,7 @@ from realtime.app.logs import StatsLogger
 from realtime.control.config import Config
 from realtime.control.params import LiveParams
 from realtime.control.status import MAX_PENDING_ERRORS
-from realtime.engine.device import pick_device
+from realtime.engine.device import pick_device, serial_cpu
 from realtime.engine.models import MODEL_NAMES, load_model
 from realtime.knobs import parse_size
 from realtime.live.attract import AttractMode
@@ -139,6 +139,7 @@ def run(
 
         midi_port = find_midi(cfg.midi.port, cfg.midi.bindings)
     device = pick_device(cfg.model.device)
+    serial_cpu()  # torch's parallel team is the dream thread's alone (engine.device)
     model, _reason = load_model(  # load_model logs which model it chose and why
         None if cfg.model.name == "auto" else cfg.model.name,
         device=device,

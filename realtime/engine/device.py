@@ -1,4 +1,4 @@
-"""Choose the torch device the dream runs on: CUDA, Apple MPS or the CPU."""
+"""Choose the torch device the dream runs on (CUDA, Apple MPS or the CPU), and the CPU's threads."""
 
 from __future__ import annotations
 
@@ -96,24 +96,45 @@ def usable_cores() -> int:
     return max(1, os.cpu_count() or 1)
 
 
-def tune_cpu(threads: int | None = None) -> int:
-    """Set torch's intra-op threads; returns the count set.
+def cpu_threads(threads: int | None = None) -> int:
+    """The intra-op thread count for a CPU dream: `threads`, else $DREAM_CPU_THREADS if set,
+    else every usable core (torch's own default may count physical cores only). Fewer than the
+    cores can be faster when other busy processes share them: each parallel op waits for its
+    slowest thread."""
+    if threads is not None:
+        return threads
+    text = os.environ.get(THREADS_ENV, "").strip()
+    threads = usable_cores()
+    if text:
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+        logger.warning(
+            "%s=%r is not a positive integer; using %d threads", THREADS_ENV, text, threads
+        )
+    return threads
 
-    Args:
-        threads: None takes $DREAM_CPU_THREADS if set, else every usable core (torch's own
-            default may count physical cores only). Fewer than the cores can be faster when
-            other busy processes share them: each parallel op waits for its slowest thread.
-    """
-    if threads is None:
-        text = os.environ.get(THREADS_ENV, "").strip()
-        threads = usable_cores()
-        if text:
-            if text.isdigit() and int(text) > 0:
-                threads = int(text)
-            else:
-                logger.warning(
-                    "%s=%r is not a positive integer; using %d threads", THREADS_ENV, text, threads
-                )
+
+# torch's CPU ops run on an OpenMP team that belongs to the thread calling them, and each thread
+# has its own intra-op count: torch.set_num_threads sets the calling thread's, and a thread new to
+# torch starts with the count last set anywhere, at its first parallel op. libgomp lets a team's
+# workers wait for the next op by spinning only while the threads in all teams together are no
+# more than the cores; past that they sleep after ~100 spins, and every op (hundreds a dream step)
+# wakes them again. The main thread built the dreamer and so kept a team of 2 beside the dream
+# thread's: on this 2-core VM the bench's cpu preset loop made 16.0, 13.8, 18.4 fps that way and
+# 21.7, 18.2, 20.4 fps with the team the dream thread's alone (alternating runs, 2026-11-22). So
+# the thread that dreams owns the team (Dreamer.dream calls tune_cpu), and every other thread that
+# runs torch calls serial_cpu first.
+
+
+def tune_cpu(threads: int | None = None) -> int:
+    """Give the calling thread `threads` intra-op threads (see cpu_threads); returns the count."""
+    threads = cpu_threads(threads)
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return threads
+
+
+def serial_cpu() -> None:
+    """Run torch on the calling thread alone, now and after another thread's tune_cpu."""
+    torch.set_num_threads(1)
+    torch.get_num_threads()  # fixes this thread's count: torch applies the last one set lazily

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from realtime.engine.conditioning import TINY, color_matrix, normalise_gradient
+from realtime.engine.device import tune_cpu
 from realtime.engine.models import DreamModel
 from realtime.engine.objectives import Objective
 from realtime.knobs import DreamConfig
@@ -234,7 +235,11 @@ class Dreamer:
         model: DreamModel,
         device: str | torch.device | None = None,
         opts: StepOptions | None = None,
+        threads: int | None = None,
     ) -> None:
+        """threads: the CPU intra-op threads the thread that calls dream() is given (None:
+        leave them); see realtime.engine.device.tune_cpu."""
+        self.threads = threads
         self.device = model.device if device is None else torch.device(device)
         self.model = model.to(self.device)
         self.is_cuda = self.device.type == "cuda"
@@ -326,6 +331,8 @@ class Dreamer:
         Returns:
             (1, 3, H, W) float32 in [0, 1], a new tensor.
         """
+        if self.threads:
+            tune_cpu(self.threads)  # whichever thread dreams owns the intra-op team
         height, width = img.shape[-2:]
         img = img.float()
         sizes = octave_sizes(height, width, cfg)

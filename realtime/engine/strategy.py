@@ -6,7 +6,7 @@ import copy
 
 import torch
 
-from realtime.engine.device import tune_cpu
+from realtime.engine.device import cpu_threads
 from realtime.engine.fold import fold_batchnorm
 from realtime.engine.graphs import GraphDreamer
 from realtime.engine.models import DreamModel
@@ -35,19 +35,23 @@ def make_dreamer(
     Every path dreams on a copy of the model with its BatchNorms folded into the convs
     (EfficientNet-Lite0 at 320x180 on 2 CPU cores: 36 -> 23 ms a step), only as deep as the
     objective needs. CUDA: fp16 weights and autocast, channels_last, graphs. CPU: float32,
-    channels_last, threads set by tune_cpu(threads).
+    channels_last, and cpu_threads(threads) intra-op threads for the thread that dreams (not the
+    caller's: see realtime.engine.device).
     """
     dev = model.device if device is None else torch.device(device)
     if dev.type == "cuda":
         return GraphDreamer(dream_copy(model, half=True).to(dev), dev, CUDA)
     if dev.type == "cpu":
-        tune_cpu(threads)
-        return Dreamer(dream_copy(model, half=False), dev, CPU)
+        return Dreamer(dream_copy(model, half=False), dev, CPU, cpu_threads(threads))
     return Dreamer(dream_copy(model, half=False).to(dev), dev, EAGER)
 
 
-def reference_dreamer(model: DreamModel, device: str | torch.device | None = None) -> Dreamer:
+def reference_dreamer(
+    model: DreamModel, device: str | torch.device | None = None, threads: int | None = None
+) -> Dreamer:
     """The naive reference for the benchmark: the same step with autocast, truncation, graphs,
-    channels_last and folding all off (float32, the full network every step)."""
+    channels_last and folding all off (float32, the full network every step), on as many CPU
+    threads as make_dreamer's."""
     plain = copy.deepcopy(model).float().to(memory_format=torch.contiguous_format)
-    return Dreamer(plain, device, REFERENCE)
+    dev = plain.device if device is None else torch.device(device)
+    return Dreamer(plain, dev, REFERENCE, cpu_threads(threads) if dev.type == "cpu" else None)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from realtime.control.params import NAMES, LiveParams, Snapshot
-from realtime.engine.device import is_unrecoverable
+from realtime.engine.device import is_unrecoverable, serial_cpu
 from realtime.engine.models import DreamModel, ModelError, load_model
 from realtime.engine.step import Dreamer
 from realtime.engine.strategy import make_dreamer
@@ -393,7 +393,8 @@ class DreamLoop:
 
     def _load(self, name: str, slot: LatestSlot) -> None:
         """A model-load thread: the model and its dreamer (folding and its check) off the
-        dream thread."""
+        dream thread, on one CPU thread beside it (engine.device)."""
+        serial_cpu()
         try:
             model, _ = load_model(
                 name, device=self.device, weights=self.weights.get(name), download=self.download

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from realtime.app.bench import (
     format_table,
     get_model,
     goal_check,
+    run_on_own_thread,
     select_rows,
     time_dream,
 )
@@ -189,3 +191,10 @@ def test_the_dream_is_timed_over_every_octave_of_a_cycle():
     timed = seen[2:]
     assert sorted({f % 3 for f in timed}) == [0, 1, 2]
     assert len(set(timed)) == len(timed)
+
+
+def test_run_on_own_thread_returns_and_raises_what_the_function_does():
+    main = threading.get_ident()
+    assert run_on_own_thread(threading.get_ident) != main
+    with pytest.raises(ZeroDivisionError):
+        run_on_own_thread(lambda: 1 / 0)

@@ -1,5 +1,8 @@
 """Device choice: auto falls back to the CPU here; a missing accelerator is a clear error."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 import torch
 
@@ -48,3 +51,53 @@ def test_cpu_threads_follow_the_environment(monkeypatch, caplog):
         assert tune_cpu() == usable_cores()
     assert "not a positive integer" in caplog.text
     assert tune_cpu(1) == 1  # an explicit count wins
+
+
+@pytest.fixture
+def restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_the_thread_that_dreams_gets_the_dreamers_threads_and_no_other(lite0, restore_threads):
+    """torch's intra-op count is per thread: a CPU dreamer gives its count to whichever thread
+    calls dream(), not to the thread that made it, and a thread that ran serial_cpu stays on one
+    thread after another thread's count changes (torch applies the last count set to a thread
+    lazily, so without serial_cpu the main thread would take the dream thread's)."""
+    from realtime.engine.device import serial_cpu
+    from realtime.engine.objectives import build
+    from realtime.engine.strategy import make_dreamer
+    from realtime.knobs import DreamConfig
+
+    serial_cpu()
+    dreamer = make_dreamer(lite0, "cpu", threads=2)
+    assert dreamer.threads == 2 and torch.get_num_threads() == 1  # making it tuned nothing here
+    objective = build(lite0, layer=lite0.default_layer)
+    img = torch.rand(1, 3, 32, 32)
+
+    def dream_and_count() -> int:
+        dreamer.dream(img, objective, DreamConfig(steps=1, octaves=1))
+        return torch.get_num_threads()
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(dream_and_count).result() == 2
+    assert torch.get_num_threads() == 1  # the main thread kept its one
+
+    # A thread new to torch that runs serial_cpu keeps one thread while another then dreams.
+    ready, dreamt, counts = threading.Event(), threading.Event(), []
+
+    def serial_thread() -> None:
+        serial_cpu()
+        ready.set()
+        dreamt.wait(30)
+        counts.append(torch.get_num_threads())
+
+    thread = threading.Thread(target=serial_thread)
+    thread.start()
+    assert ready.wait(30)
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(dream_and_count).result() == 2
+    dreamt.set()
+    thread.join(30)
+    assert counts == [1]

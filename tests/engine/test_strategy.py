@@ -10,10 +10,16 @@ from realtime.engine.strategy import CPU, dream_copy, make_dreamer, reference_dr
 
 
 def test_make_dreamer_picks_the_eager_dreamer_on_the_cpu_with_every_core(lite0):
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    dreamer = make_dreamer(lite0, "cpu")
+    try:
+        dreamer = make_dreamer(lite0, "cpu")
+        assert torch.get_num_threads() == 1  # for the thread that dreams, not the caller
+    finally:
+        torch.set_num_threads(before)
     assert type(dreamer) is Dreamer and dreamer.opts == CPU
-    assert torch.get_num_threads() == usable_cores()
+    assert dreamer.threads == usable_cores()
+    assert reference_dreamer(lite0, "cpu").threads == usable_cores()  # compared like for like
     conv = next(m for m in dreamer.model.modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in dreamer.model.modules())

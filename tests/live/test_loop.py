@@ -76,16 +76,17 @@ def test_feedback_accumulates_and_reset_clears_it(lite0, params):
     assert after_reset < gains[-1]
 
 
-def test_thread_runs_from_a_capture_and_stops_at_max_frames(lite0, params):
+def run_from_capture(lite0, params, frames: int, callback, **kw) -> DreamLoop:
+    """A DreamLoop on a 60 fps demo capture, run on its thread until `frames` outputs."""
     capture = CaptureThread(DemoSource(SIZE), SIZE, fps=60)
-    seen = []
     loop = DreamLoop(
         capture.slot,
         params,
         lite0,
         torch.device("cpu"),
-        max_frames=5,
-        callbacks=[lambda out: seen.append(out.index)],
+        max_frames=frames,
+        callbacks=[callback],
+        **kw,
     )
     capture.start()
     loop.start()
@@ -94,9 +95,39 @@ def test_thread_runs_from_a_capture_and_stops_at_max_frames(lite0, params):
     finally:
         loop.stop()
         capture.stop()
+    return loop
+
+
+def test_thread_runs_from_a_capture_and_stops_at_max_frames(lite0, params):
+    seen = []
+    loop = run_from_capture(lite0, params, 5, lambda out: seen.append(out.index))
     assert seen == [0, 1, 2, 3, 4]
     stats = loop.stats()
     assert stats["frames"] == 5 and stats["latency_ms"] > 0
+
+
+def test_the_dream_thread_alone_runs_torch_in_parallel(lite0, params):
+    """The thread that builds the loop (and its dreamer) stays on one torch thread; the dream
+    thread gets the dreamer's count (engine.device: two parallel teams on two cores make every
+    op sleep and wake its workers)."""
+    from realtime.engine.device import serial_cpu
+    from realtime.engine.strategy import make_dreamer
+
+    before = torch.get_num_threads()
+    serial_cpu()
+    try:
+        counts = []
+        run_from_capture(
+            lite0,
+            params,
+            2,
+            lambda out: counts.append(torch.get_num_threads()),
+            dreamer_factory=lambda m, d: make_dreamer(m, d, threads=2),
+        )
+        assert counts == [2, 2]
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_frames(loop: DreamLoop, frames: list[Frame], params: LiveParams, n_out: int) -> None:
