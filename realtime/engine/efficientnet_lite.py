@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import NamedTuple
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -153,6 +154,33 @@ class SameConv2d(nn.Conv2d):
         return F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation, self.groups)
 
 
+class _ReLU6InPlace(torch.autograd.Function):
+    """ReLU6 in place, whose backward reads the output. autograd's own in-place ReLU6
+    (hardtanh_) keeps a copy of its input for the backward: a full copy of every expanded
+    activation each step. The output lies strictly between 0 and 6 exactly where the input
+    does, so it serves as well, and the gradient is the same bit for bit. A 320x180 CPU dream
+    step, 2 threads, alternating: 69.6-70.2 ms with the copy, 57.7-60.6 ms without."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        x.clamp_(0.0, 6.0)
+        ctx.mark_dirty(x)
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.hardtanh_backward(grad, y, 0.0, 6.0)
+
+
+def relu6_(x: Tensor) -> Tensor:
+    """ReLU6 of a fresh activation, in place (no copy kept for the backward)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _ReLU6InPlace.apply(x)
+    return F.relu6(x, inplace=True)
+
+
 def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
 
@@ -176,8 +204,8 @@ class MBConv(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         y = x
         if self.expand:
-            y = F.relu6(self._bn0(self._expand_conv(y)), inplace=True)  # on a fresh tensor
-        y = F.relu6(self._bn1(self._depthwise_conv(y)), inplace=True)
+            y = relu6_(self._bn0(self._expand_conv(y)))  # on a fresh tensor
+        y = relu6_(self._bn1(self._depthwise_conv(y)))
         y = self._bn2(self._project_conv(y))
         return x + y if self.skip else y
 
@@ -203,10 +231,10 @@ class EfficientNetLite(nn.Module):
         self._fc = nn.Linear(HEAD_CHANNELS, NUM_CLASSES)
 
     def stem(self, x: Tensor) -> Tensor:
-        return F.relu6(self._bn0(self._conv_stem(x)), inplace=True)  # (B, 32, H/2, W/2)
+        return relu6_(self._bn0(self._conv_stem(x)))  # (B, 32, H/2, W/2)
 
     def head(self, x: Tensor) -> Tensor:
-        return F.relu6(self._bn1(self._conv_head(x)), inplace=True)  # (B, 1280, H/32, W/32)
+        return relu6_(self._bn1(self._conv_head(x)))  # (B, 1280, H/32, W/32)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.stem(x)

@@ -68,6 +68,36 @@ def test_truncation_runs_only_as_deep_as_needed(lite0):
             handle.remove()
 
 
+def saved_pointers(fn, x: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """fn(x) and the storage addresses of every tensor autograd saved for its backward."""
+    saved = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = fn(x)
+    return y, saved
+
+
+def test_relu6_in_place_keeps_no_copy_and_its_gradient_is_autograds():
+    """Lite's ReLU6 saves its output for the backward, not a copy of its input (autograd's
+    in-place ReLU6 copies it: the check below would see a second tensor), and gives the same
+    gradient as the out-of-place ReLU6, at the edges 0 and 6 too."""
+    from realtime.engine.efficientnet_lite import relu6_
+
+    leaf = torch.tensor([-1.0, 0.0, 0.5, 3.0, 6.0, 7.0, 5.999], requires_grad=True)
+    y, saved = saved_pointers(lambda x: relu6_(x * 1.0), leaf)
+    assert saved == [y.data_ptr()]
+    y2, autograd_saved = saved_pointers(lambda x: torch.nn.functional.relu6(x * 1.0, True), leaf)
+    assert len(autograd_saved) == 1 and autograd_saved != [y2.data_ptr()]  # the copy it keeps
+    weights = torch.arange(1.0, 8.0)
+    (grad,) = torch.autograd.grad((y * weights).sum(), leaf)
+    (expected,) = torch.autograd.grad((torch.nn.functional.relu6(leaf) * weights).sum(), leaf)
+    assert torch.equal(grad, expected) and torch.equal(y, torch.nn.functional.relu6(leaf))
+
+
 def test_unknown_layer_names_the_valid_ones(lite0):
     with pytest.raises(ModelError) as err:
         lite0(torch.rand(1, 3, 64, 64), {"blok10"})
