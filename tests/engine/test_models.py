@@ -98,6 +98,39 @@ def test_relu6_in_place_keeps_no_copy_and_its_gradient_is_autograds():
     assert torch.equal(grad, expected) and torch.equal(y, torch.nn.functional.relu6(leaf))
 
 
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("size", [(20, 32), (21, 32), (20, 33), (21, 33)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_same_padding_on_the_cpu_is_tensorflows(kernel, size, channels_last):
+    """The CPU's stride-2 "same" convolution (a kernel one larger with a zero first row or
+    column, padded symmetrically) gives TensorFlow's windows: the input padded by one more at
+    the bottom/right where the padding is odd, forward and backward."""
+    import math
+
+    from realtime.engine.efficientnet_lite import SameConv2d
+
+    torch.manual_seed(0)
+    conv = SameConv2d(8, 8, kernel, stride=2, groups=8).requires_grad_(False)
+    conv.bias = torch.nn.Parameter(torch.randn(8), requires_grad=False)
+    x = torch.randn(1, 8, *size)
+    if channels_last:
+        conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    pads = [max((math.ceil(n / 2) - 1) * 2 + kernel - n, 0) for n in size]  # h, w
+    x.requires_grad_(True)
+    y = conv(x)
+    padded = torch.nn.functional.pad(
+        x, [pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2]
+    )
+    expected = torch.nn.functional.conv2d(padded, conv.weight, conv.bias, 2, 0, 1, 8)
+    assert y.shape == expected.shape
+    torch.testing.assert_close(y, expected)
+    g = torch.randn_like(y)
+    (grad,) = torch.autograd.grad(y, x, g)
+    (expected_grad,) = torch.autograd.grad(expected, x, g)
+    torch.testing.assert_close(grad, expected_grad)
+
+
 def test_unknown_layer_names_the_valid_ones(lite0):
     with pytest.raises(ModelError) as err:
         lite0(torch.rand(1, 3, 64, 64), {"blok10"})
