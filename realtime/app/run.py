@@ -254,8 +254,9 @@ def run(
 
         if headless:
             started = time.monotonic()
-            while not parts.stop.is_set() and not loop.done.is_set():
-                parts.stop.wait(0.2)
+            # Woken by the last frame itself, so the summary's time ends with it.
+            while not parts.stop.is_set() and not loop.done.wait(0.2):
+                pass
             summary = (started, loop, recorder, outputs)
         else:
             from realtime.present.display import DreamWindow
