@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -109,13 +110,14 @@ def test_thread_runs_from_a_capture_and_stops_at_max_frames(lite0, params):
 def test_the_dream_thread_alone_runs_torch_in_parallel(lite0, params):
     """The thread that builds the loop (and its dreamer) stays on one torch thread; the dream
     thread gets the dreamer's count (engine.device: two parallel teams on two cores make every
-    op sleep and wake its workers)."""
+    op sleep and wake its workers), and OpenCV runs its calls inline beside it."""
     from realtime.engine.device import serial_cpu
     from realtime.engine.strategy import make_dreamer
 
-    before = torch.get_num_threads()
+    before, cv2_before = torch.get_num_threads(), cv2.getNumThreads()
     serial_cpu()
     try:
+        cv2.setNumThreads(2)
         counts = []
         run_from_capture(
             lite0,
@@ -126,8 +128,10 @@ def test_the_dream_thread_alone_runs_torch_in_parallel(lite0, params):
         )
         assert counts == [2, 2]
         assert torch.get_num_threads() == 1
+        assert cv2.getNumThreads() == 1  # OpenCV runs inline beside the dream's team
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(cv2_before)
 
 
 def run_frames(loop: DreamLoop, frames: list[Frame], params: LiveParams, n_out: int) -> None:
