@@ -12,6 +12,7 @@ from realtime.knobs import KnobError, check_ndi_name
 from realtime.live.sender import FrameSender, OutputError, OutputFault
 
 INSTALL = "pip install ndi-python (in the checkout: pip install '.[ndi]'); it needs Python 3.11+"
+SYSTEM_LIBS = "apt-get install libavahi-client3 (Debian, Ubuntu), dnf install avahi-libs (Fedora)"
 FIND_S = 3.0  # how long the sender looks itself up to log its address (ms when idle, s when busy)
 
 
@@ -19,14 +20,20 @@ def load_ndi() -> ModuleType:
     """The NDI library (PyPI ndi-python, which bundles the NDI runtime), initialised.
 
     Raises:
-        OutputError: it is not installed (the message says how to install it), or the runtime
-            does not start on this CPU.
+        OutputError: it is not installed (the message says how to install it), its runtime
+            cannot load a system library it links (the message names it), or the runtime does
+            not start on this CPU.
     """
     try:
         import NDIlib
-    except ImportError as err:
+    except ModuleNotFoundError as err:
         raise OutputError(
             f"NDI output needs the NDI library, not installed here: {INSTALL}"
+        ) from err
+    except ImportError as err:  # installed, but libndi.so links a library this system lacks
+        raise OutputError(
+            f"the NDI library is installed but its runtime does not load ({err}); it needs "
+            f"Avahi's client libraries: {SYSTEM_LIBS}"
         ) from err
     if not NDIlib.initialize():  # refcounted: each output initialises it, none destroys it
         raise OutputError(

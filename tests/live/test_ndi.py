@@ -164,6 +164,27 @@ def test_without_the_library_ndi_is_refused_with_how_to_install_it(monkeypatch):
         NdiOutput("dream")
 
 
+def test_a_runtime_missing_a_system_library_is_refused_naming_it(monkeypatch, tmp_path):
+    """ndi-python installed on a system without Avahi (as a bare CUDA image): the import fails
+    inside the package, and the message names the missing library and the package to install,
+    not pip."""
+    from realtime.live.ndi import load_ndi
+
+    package = tmp_path / "NDIlib"
+    package.mkdir()
+    (package / "__init__.py").write_text(
+        "raise ImportError('libavahi-common.so.3: cannot open shared object file: "
+        "No such file or directory')\n"
+    )
+    monkeypatch.delitem(sys.modules, "NDIlib", raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(OutputError) as err:
+        load_ndi()
+    message = str(err.value)
+    assert "libavahi-common.so.3" in message and "apt-get install libavahi-client3" in message
+    assert "pip install" not in message
+
+
 @pytest.mark.parametrize("name", ["", " ", "a\nb", "x" * 201])
 def test_a_bad_name_is_refused(name):
     from realtime.live.ndi import NdiOutput
