@@ -39,7 +39,14 @@ print(sys.version); print(torch.__version__, torchvision.__version__, cv2.__vers
 numpy.__version__); print(torch.cuda.get_device_name(), torch.backends.cudnn.version())'"
         step test_cuda 240 $PY -m pytest -p no:cacheprovider -rA -q tests/engine/test_cuda.py
         # The tests whose code takes another path when CUDA is there (the rest: CI, on the CPU).
-        TAIL=40 step tests_gpu 540 $PY -m pytest -p no:cacheprovider -q -rf -n 4 --timeout 120 \
+        # Each worker's torch gets its share of the cores. With every worker on all 16 cores of
+        # an H100 machine, 4 workers did not finish in 240 s, 8 not in 330 s, and with 14 CPU
+        # tests of seconds were cut at 90 s (OpenMP teams far past the cores sleep between ops).
+        workers=4
+        share=$(( $(nproc) / workers ))
+        [ "$share" -ge 1 ] || share=1
+        OMP_NUM_THREADS=$share DREAM_CPU_THREADS=$share TAIL=40 step tests_gpu 540 \
+            $PY -m pytest -p no:cacheprovider -q -rf -n $workers --timeout 120 \
             tests/engine/test_strategy.py tests/engine/test_step.py tests/engine/test_device.py \
             tests/engine/test_graphs.py tests/live/test_feedback.py tests/live/test_loop.py \
             tests/live/test_pipeline.py tests/app/test_bench.py
@@ -55,8 +62,13 @@ numpy.__version__); print(torch.cuda.get_device_name(), torch.backends.cudnn.ver
             --config default
         ;;
     look)
-        TAIL=40 step look 400 $PY installation.py bench --look --device cuda \
-            --footage "$FOOTAGE" --strips "$OUT/strips" --json "$OUT/look.json"
+        # One run per preset, so a run cut short loses its own rows only (each row is also
+        # logged as it is measured). 200 frames: two cuts; a preset took 1.5-2.5 min on an H100.
+        for preset in ${PRESETS:-default gallery hq cpu}; do
+            TAIL=12 step "look-$preset" 280 $PY installation.py bench --look --device cuda \
+                --presets "$preset" --frames 200 --footage "$FOOTAGE" --strips "$OUT/strips" \
+                --json "$OUT/look-$preset.json"
+        done
         ;;
     *)
         echo "unknown stage '$stage': valid stages are tests, bench, run, look" >&2

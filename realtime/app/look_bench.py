@@ -328,7 +328,17 @@ def main(args) -> int:
                     size,
                 )
                 outputs, fps = dream_clip(model, cfg, clip, device)
-                runs.append(measure(preset, condition, cfg, clip, moved, outputs, fps))
+                run = measure(preset, condition, cfg, clip, moved, outputs, fps)
+                runs.append(run)  # and logged now: a run cut short keeps the rows it finished
+                logger.info(
+                    "look: %s, %s: strength %.1f, warp above floor %.1f, ghost max %s, %.1f fps",
+                    preset,
+                    condition,
+                    run.strength,
+                    run.warp_above_floor,
+                    run.ghost_max,
+                    run.fps,
+                )
                 if args.strips and condition == "flow feedback":
                     path = strip(
                         clip, outputs, Path(args.strips) / f"{preset}-{Path(clip.name).stem}.jpg"

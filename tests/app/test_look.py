@@ -100,6 +100,9 @@ def test_the_look_bench_prints_its_table(tmp_path):
         "flow feedback",
     ]
     assert "x warp" in lines[2] and ("met" in lines[2] or "MISSED" in lines[2])
+    for line in lines:  # each row was also logged when measured: a run cut short keeps it
+        condition, strength = line.split(" | ")[3:5]
+        assert f"look: cpu, {condition}: strength {strength}, warp above floor" in run.stderr
     picture = cv2.imread(str(tmp_path / "strips" / "cpu-synthetic.jpg"))
     assert picture.shape[1] == STRIP_FRAMES * 96  # a strip of consecutive frames, camera over dream
     assert (tmp_path / "look.json").is_file()
