@@ -63,9 +63,10 @@ numpy.__version__); print(torch.cuda.get_device_name(), torch.backends.cudnn.ver
         ;;
     look)
         # One run per preset, so a run cut short loses its own rows only (each row is also
-        # logged as it is measured). 200 frames: two cuts; a preset took 1.5-2.5 min on an H100.
+        # logged as it is measured). 200 frames: two cuts. On an H100 gallery took 2.4 min;
+        # hq, with 1.8x its pixels (the measure's optical flow runs on the CPU), needs more.
         for preset in ${PRESETS:-default gallery hq cpu}; do
-            TAIL=12 step "look-$preset" 280 $PY installation.py bench --look --device cuda \
+            TAIL=12 step "look-$preset" 420 $PY installation.py bench --look --device cuda \
                 --presets "$preset" --frames 200 --footage "$FOOTAGE" --strips "$OUT/strips" \
                 --json "$OUT/look-$preset.json"
         done
