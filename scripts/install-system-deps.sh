@@ -2,8 +2,9 @@
 # System packages the tests use: Xvfb (a real window), Mesa EGL (headless GL), liblo (a second OSC
 # implementation), libGL (opencv-python), ffmpeg (--stream, and its loopback test), chromium (the
 # audience page in a real browser, driven by Playwright, which is never let download a browser of
-# its own), Avahi's client library (the NDI runtime that ndi-python bundles links it). Installs what is missing when run as root with apt-get;
-# otherwise prints the command to run and carries on (those tests then skip, except in CI).
+# its own), Avahi's client library (the NDI runtime that ndi-python bundles links it). Installs
+# what is missing when run as root with apt-get; otherwise prints the command to run and carries
+# on (those tests then skip, except in CI).
 set -u
 missing=()
 command -v Xvfb >/dev/null || missing+=(xvfb)

@@ -53,3 +53,12 @@ def lite0():
 
     model, _ = load_model("efficientnet_lite0")
     return model
+
+
+@pytest.fixture
+def restore_threads():
+    """Puts torch's intra-op thread count back after the test: it is per-thread state that
+    tests which set it would otherwise leave to the tests after them."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)

@@ -41,7 +41,7 @@ def test_unknown_device_lists_valid_names():
         pick_device("tpu")
 
 
-def test_cpu_threads_follow_the_environment(monkeypatch, caplog):
+def test_cpu_threads_follow_the_environment(monkeypatch, caplog, restore_threads):
     from realtime.engine.device import THREADS_ENV, tune_cpu, usable_cores
 
     monkeypatch.setenv(THREADS_ENV, "1")
@@ -51,13 +51,6 @@ def test_cpu_threads_follow_the_environment(monkeypatch, caplog):
         assert tune_cpu() == usable_cores()
     assert "not a positive integer" in caplog.text
     assert tune_cpu(1) == 1  # an explicit count wins
-
-
-@pytest.fixture
-def restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def test_the_thread_that_dreams_gets_the_dreamers_threads_and_no_other(lite0, restore_threads):

@@ -120,7 +120,7 @@ def test_the_device_roll_is_torch_roll_and_undoes_itself():
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(restore_threads):
     """torch on one thread for the test, whatever an earlier test or the core count left.
 
     Two float32 computations of a ReLU network part where a unit sits within rounding of its
@@ -128,10 +128,7 @@ def one_thread():
     other side of 0, which moved 12% of the gradient by up to 2.4% (float64 agrees with the
     1-thread sums to 1e-6). Alone on 2 cores the test failed so; in the suite it had passed only
     because an earlier test left one thread."""
-    before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("grad_norm", GRAD_NORMS)

@@ -9,14 +9,10 @@ from realtime.engine.step import CUDA, EAGER, REFERENCE, Dreamer
 from realtime.engine.strategy import CPU, dream_copy, make_dreamer, reference_dreamer
 
 
-def test_make_dreamer_picks_the_eager_dreamer_on_the_cpu_with_every_core(lite0):
-    before = torch.get_num_threads()
+def test_make_dreamer_picks_the_eager_dreamer_on_the_cpu_with_every_core(lite0, restore_threads):
     torch.set_num_threads(1)
-    try:
-        dreamer = make_dreamer(lite0, "cpu")
-        assert torch.get_num_threads() == 1  # for the thread that dreams, not the caller
-    finally:
-        torch.set_num_threads(before)
+    dreamer = make_dreamer(lite0, "cpu")
+    assert torch.get_num_threads() == 1  # for the thread that dreams, not the caller
     assert type(dreamer) is Dreamer and dreamer.opts == CPU
     assert dreamer.threads == usable_cores()
     assert reference_dreamer(lite0, "cpu").threads == usable_cores()  # compared like for like

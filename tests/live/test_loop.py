@@ -107,14 +107,14 @@ def test_thread_runs_from_a_capture_and_stops_at_max_frames(lite0, params):
     assert stats["frames"] == 5 and stats["latency_ms"] > 0
 
 
-def test_the_dream_thread_alone_runs_torch_in_parallel(lite0, params):
+def test_the_dream_thread_alone_runs_torch_in_parallel(lite0, params, restore_threads):
     """The thread that builds the loop (and its dreamer) stays on one torch thread; the dream
     thread gets the dreamer's count (engine.device: two parallel teams on two cores make every
     op sleep and wake its workers), and OpenCV runs its calls inline beside it."""
     from realtime.engine.device import serial_cpu
     from realtime.engine.strategy import make_dreamer
 
-    before, cv2_before = torch.get_num_threads(), cv2.getNumThreads()
+    cv2_before = cv2.getNumThreads()
     serial_cpu()
     try:
         cv2.setNumThreads(2)
@@ -130,7 +130,6 @@ def test_the_dream_thread_alone_runs_torch_in_parallel(lite0, params):
         assert torch.get_num_threads() == 1
         assert cv2.getNumThreads() == 1  # OpenCV runs inline beside the dream's team
     finally:
-        torch.set_num_threads(before)
         cv2.setNumThreads(cv2_before)
 
 
