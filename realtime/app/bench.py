@@ -41,7 +41,7 @@ T = TypeVar("T")
 GOALS = (
     "GPU: googlenet inception4c 1280x720, 2 octaves x 2 steps, flow feedback: >= 60 fps end to "
     "end and <= 50 ms latency; 1920x1080: >= 30 fps; fast path >= 4x the naive reference",
-    "CPU: the cpu preset (efficientnet_lite0 dreaming at 320x180, shown at 640x360, one of three "
+    "CPU: the cpu preset (efficientnet_lite0 dreaming at 320x180, shown at 640x360, one of four "
     "octaves a frame) >= 20 fps end to end on 2 cores",
 )
 # Capture pace of the demo source: above the loop's rate, so the loop never waits for a frame. On

@@ -24,6 +24,7 @@ from realtime.app.bench import (
     select_rows,
     time_dream,
 )
+from realtime.control.config import load_config
 from realtime.engine import objectives
 from realtime.engine.models import random_model
 from realtime.engine.strategy import make_dreamer, reference_dreamer
@@ -66,12 +67,14 @@ def preset_model():
 def test_cpu_rows_hold_the_cpu_preset_and_googlenet():
     rows = default_rows("cpu")
     preset = rows[0]
+    shipped = load_config("cpu")
     assert (preset.model, preset.size, preset.octaves, preset.steps) == (
         "efficientnet_lite0",
         (640, 360),
-        3,
+        shipped.dream.octaves,
         1,
     )
+    assert shipped.dream.octaves > 1  # an octave a frame in turn: the row times the cycle
     cfg = preset.config(preset_model())  # every other setting is the preset's own
     assert (cfg.dream.scale, cfg.dream.octave_cycle, cfg.feedback.smooth) == (0.5, True, 0.8)
     assert preset.label == "cpu preset"
