@@ -114,7 +114,7 @@ def test_the_shipped_presets_load(params):
     assert (state["model_loading"], state["steps"], state["octaves"]) == (
         "efficientnet_lite0",
         1,
-        3,
+        4,  # the knob default is 2: the preset's own value was applied
     )
     assert state["feedback"] == pytest.approx(0.95)
     load_preset("hq", params)
