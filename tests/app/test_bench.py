@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,8 @@ def test_goals_are_read_against_the_right_rows():
     assert goal_check("cuda", Row("googlenet", (1920, 1080), 2, 2), {"fps": 31.0, "speedup": 4.5})
     assert goal_check("cpu", default_rows("cpu")[0], {"fps": 21.0}) == "met"
     assert goal_check("cpu", default_rows("cpu")[0], {"fps": 18.0}).startswith("MISSED")
+    fewer = replace(default_rows("cpu")[0], threads=1)  # beside it, to show whether threads contend
+    assert goal_check("cpu", fewer, {"fps": 18.0}) == "-"
     assert goal_check("cpu", Row("efficientnet_lite0", (320, 180), 2, 2), {"fps": 3.0}) == "-"
 
 
