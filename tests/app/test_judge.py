@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from realtime.app.judge import class_probability, load_judge, probabilities, quarter
+from realtime.app.look_bench import LIVE_JUDGED, live_probability
 from realtime.engine import objectives
 from realtime.engine.step import Dreamer
 from realtime.engine.strategy import make_dreamer
@@ -60,3 +61,16 @@ def test_a_class_target_raises_that_class_for_the_judge_too(judge, lite0):
     )
     small = np.asarray(to_image(texture))
     assert class_probability(judge, small, goldfish) < after  # the old step: texture, not a fish
+
+
+def test_the_live_look_is_judged_over_its_last_frames_not_one(judge, chelsea_rgb, coffee_rgb):
+    cat = int(probabilities(judge, chelsea_rgb).argmax())
+    p_cat = class_probability(judge, chelsea_rgb, cat)
+    # the last frame alone would say "no cat"; the window still sees one in 19 frames of 20
+    window = [chelsea_rgb] * (LIVE_JUDGED - 1) + [coffee_rgb]
+    assert live_probability(judge, window, cat) > 0.8 * p_cat
+    # frames before the window do not count
+    late = [chelsea_rgb] * 30 + [coffee_rgb] * LIVE_JUDGED
+    assert live_probability(judge, late, cat) == pytest.approx(
+        class_probability(judge, coffee_rgb, cat)
+    )
