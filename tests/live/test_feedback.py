@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from realtime.knobs import FeedbackConfig, KnobError
-from realtime.live.feedback import Feedback, FeedbackError
+from realtime.live.feedback import Feedback, FeedbackError, flow_consistency
 
 W, H = 192, 144
 SHIFT = 6  # px the scene moves right between the two frames
@@ -110,6 +110,20 @@ def test_inconsistent_flow_takes_the_camera():
     unchecked.remember(to_t(first) + detail, to_t(first), c2)
     all_in = unchecked.apply(to_t(second), second, c2) - to_t(second)
     assert all_in[..., 55:85, 80:110].mean().item() > 0.15  # without the check it is carried
+
+
+def test_flow_consistency_trusts_agreeing_flows_only():
+    """Backward flow b and forward flow f agree where b + f(p + b) = 0: a translation and its
+    inverse agree wherever the sample stays in the frame; flows that disagree by more than the
+    tolerance (0.5 px^2 plus 1% of their size) do not."""
+    h, w = 30, 40
+    back = np.zeros((h, w, 2), np.float32)
+    back[..., 0] = -3.0  # each pixel came from 3 px to its left
+    fwd = -back
+    trusted = flow_consistency(back, fwd)
+    assert trusted[:, 3:].all() and not trusted[:, :3].any()  # the left edge samples outside
+    assert not flow_consistency(back, fwd + 1.0)[:, 3:].any()  # off by |(1, 1)|^2 = 2 > 0.5
+    assert flow_consistency(back, fwd + 0.3)[:, 3:].all()  # off by 0.18 < 0.5
 
 
 def test_a_scene_cut_clears_the_feedback():
