@@ -17,12 +17,14 @@ from realtime.app.bench import (
     GOALS,
     BenchError,
     Row,
+    cpu_ticks,
     default_rows,
     format_table,
     get_model,
     goal_check,
     run_on_own_thread,
     select_rows,
+    steal_share,
     time_dream,
 )
 from realtime.control.config import load_config
@@ -55,6 +57,8 @@ def test_quick_bench_prints_the_table_and_writes_the_json(tmp_path):
         for key in NUMBERS:
             assert row[key] > 0, (key, row)
         assert row["latency_p95_ms"] >= row["latency_ms"]
+        if Path("/proc/stat").exists():  # Linux: the host's share of the CPU during the loop
+            assert 0.0 <= row["steal"] <= 1.0, row
         assert row["speedup"] == pytest.approx(row["ref_dream_ms"] / row["dream_ms"])
         assert f"| {row['size']} | {row['octaves']} x {row['steps']} |" in table
 
@@ -122,6 +126,45 @@ def test_goals_are_read_against_the_right_rows():
     fewer = replace(default_rows("cpu")[0], threads=1)  # beside it, to show whether threads contend
     assert goal_check("cpu", fewer, {"fps": 18.0}) == "-"
     assert goal_check("cpu", Row("efficientnet_lite0", (320, 180), 2, 2), {"fps": 3.0}) == "-"
+
+
+def test_a_missed_goal_names_the_cpu_the_host_took(tmp_path):
+    """/proc/stat's first line: user nice system idle iowait irq softirq steal ...; the share
+    stolen between two readings goes into a missed goal's verdict (and the table's column)."""
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 20 800 5 0 5 70 0 0\ncpu0 50 0 10 400 2 0 3 35 0 0\n")
+    before = cpu_ticks(stat)
+    assert before == (70, 1000)
+    stat.write_text("cpu  250 0 30 900 5 0 5 110 0 0\n")  # 300 ticks later, 40 of them stolen
+    share = steal_share(before, cpu_ticks(stat))
+    assert share == pytest.approx(40 / 300)
+    stat.write_text("intr 1 2 3\n")
+    assert cpu_ticks(stat) is None and steal_share(before, None) is None
+    assert cpu_ticks(tmp_path / "absent") is None
+    row = default_rows("cpu")[0]
+    verdict = goal_check("cpu", row, {"fps": 17.0, "steal": share})
+    assert verdict == "MISSED: fps 17.0 >= 20 (the host took 13% of the CPU)"
+    assert goal_check("cpu", row, {"fps": 17.0, "steal": 0.01}) == "MISSED: fps 17.0 >= 20"
+    assert goal_check("cpu", row, {"fps": 21.0, "steal": share}) == "met"
+    table = format_table(
+        {
+            "device_name": "x",
+            "device": "cpu",
+            "torch": "t",
+            "cuda": None,
+            "python": "3",
+            "cpu_cores": 2,
+            "date": "d",
+            "capture_fps": 30.0,
+            "goals": [],
+        },
+        [
+            {"model": "m", "weights": "w", "size": "s", "octaves": 4, "steps": 1, "steal": share},
+            {"model": "n", "weights": "w", "size": "s", "octaves": 4, "steps": 1},
+        ],
+    )
+    assert table.splitlines()[-2].endswith("| 13% | - |")
+    assert table.splitlines()[-1].endswith("| - | - |")
 
 
 def test_the_reference_runs_the_full_network_and_takes_the_same_step(lite0):
