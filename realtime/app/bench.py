@@ -22,7 +22,14 @@ from torch import Tensor
 from realtime.control.config import Config, ConfigError, load_config
 from realtime.control.params import LiveParams
 from realtime.engine import models
-from realtime.engine.device import pick_device, serial_cpu, usable_cores
+from realtime.engine.device import (
+    cpu_ticks,
+    pick_device,
+    serial_cpu,
+    steal_note,
+    steal_share,
+    usable_cores,
+)
 from realtime.engine.graphs import GraphDreamer
 from realtime.engine.models import MODEL_NAMES, DreamModel, ModelError, load_model
 from realtime.engine.objectives import Objective, build
@@ -64,34 +71,10 @@ COLUMNS = (
     "host steal",
     "goal",
 )
-STEAL_NOTED = 0.05  # a missed goal names the host's share of the CPU from this much up
 
 
 class BenchError(RuntimeError):
     """A benchmark option is wrong or a run did not finish."""
-
-
-def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
-    """(stolen, total) CPU ticks of the whole machine since boot, from Linux's /proc/stat; None
-    where there is none. "Stolen" is time a virtual machine's CPUs were ready to run but the
-    host ran something else: on a shared cloud VM, the reason the same code runs slower at one
-    hour than at another."""
-    try:
-        first = stat.read_text().split("\n", 1)[0].split()
-        ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
-    except (OSError, ValueError) as err:
-        logger.debug("no CPU steal figures from %s (%s)", stat, err)
-        return None
-    if first[0] != "cpu" or len(ticks) < 8:
-        return None
-    return ticks[7], sum(ticks)
-
-
-def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
-    """The share of the machine's CPU time the host took between two cpu_ticks() readings."""
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return (after[0] - before[0]) / (after[1] - before[1])
 
 
 @dataclass(frozen=True)
@@ -352,9 +335,8 @@ def goal_check(device_type: str, row: Row, result: dict) -> str:
             missed.append(f"{name} {'n/a' if value is None else f'{value:.1f}'} {op} {bound:g}")
     if not missed:
         return "met"
-    steal = result.get("steal")
-    taken = f" (the host took {steal:.0%} of the CPU)" if steal and steal >= STEAL_NOTED else ""
-    return "MISSED: " + ", ".join(missed) + taken
+    taken = steal_note(result.get("steal"))
+    return "MISSED: " + ", ".join(missed) + (f" ({taken})" if taken else "")
 
 
 def bench_row(

@@ -17,7 +17,7 @@ from realtime.app.logs import StatsLogger
 from realtime.control.config import Config
 from realtime.control.params import LiveParams
 from realtime.control.status import MAX_PENDING_ERRORS
-from realtime.engine.device import pick_device, serial_cpu
+from realtime.engine.device import cpu_ticks, pick_device, serial_cpu, steal_note, steal_share
 from realtime.engine.models import MODEL_NAMES, load_model
 from realtime.knobs import parse_size
 from realtime.live.attract import AttractMode
@@ -162,7 +162,7 @@ def run(
         snap.target_name,
     )
 
-    summary = None  # (start time, loop, recorder, outputs) of a headless run, for its last line
+    summary = None  # ((start time, CPU ticks), loop, recorder, outputs) of a headless run
     _install_signal_handlers(parts.stop)
     try:
         source = make_source(cfg.capture.source, size)  # a spec of no known form: refused here
@@ -253,11 +253,12 @@ def run(
         parts.add("stats log", stats_log.stop)
 
         if headless:
-            started = time.monotonic()
+            started, ticks = time.monotonic(), cpu_ticks()
             # Woken by the last frame itself, so the summary's time ends with it.
             while not parts.stop.is_set() and not loop.done.wait(0.2):
                 pass
-            summary = (started, loop, recorder, outputs)
+            rate = (started, ticks)
+            summary = (rate, loop, recorder, outputs)
         else:
             from realtime.present.display import DreamWindow
 
@@ -291,12 +292,19 @@ def run(
 
 
 def _summarise(
-    started: float, loop: DreamLoop, recorder: VideoRecorder | None, outputs: list[FrameSender]
+    rate: tuple[float, tuple[int, int] | None],
+    loop: DreamLoop,
+    recorder: VideoRecorder | None,
+    outputs: list[FrameSender],
 ) -> None:
-    """One line at the end of a headless run: frames, frame rate, where the clip is, what the
-    outputs sent."""
+    """One line at the end of a headless run: frames, frame rate (and how much of the CPU a
+    virtual machine's host took meanwhile, where that was much), where the clip is, what the
+    outputs sent. `rate`: time.monotonic() and cpu_ticks() when the run began."""
+    started, ticks = rate
     frames = loop.stats()["frames"]
     seconds = max(time.monotonic() - started, 1e-9)
+    taken = steal_note(steal_share(ticks, cpu_ticks()))
+    taken = f"; {taken}" if taken else ""
     clip = ""
     if recorder is not None and recorder.paths:
         files = recorder.paths
@@ -315,7 +323,8 @@ def _summarise(
         clip += f"; {output.kind} sent {output.sent} frames ({output.dropped} dropped)"
         if output.error:
             clip += f", failed: {output.error}"
-    logger.info("dreamed %d frames in %.1f s (%.1f fps)%s", frames, seconds, frames / seconds, clip)
+    fps = frames / seconds
+    logger.info("dreamed %d frames in %.1f s (%.1f fps%s)%s", frames, seconds, fps, taken, clip)
 
 
 def _outputs(cfg: Config, parts: Parts) -> list[FrameSender]:

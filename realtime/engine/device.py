@@ -1,9 +1,11 @@
-"""Choose the torch device the dream runs on (CUDA, Apple MPS or the CPU), and the CPU's threads."""
+"""Choose the torch device the dream runs on (CUDA, Apple MPS or the CPU), the CPU's threads, and
+how much of the CPU a virtual machine's host took."""
 
 from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 import torch
 
@@ -94,6 +96,39 @@ def usable_cores() -> int:
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
     return max(1, os.cpu_count() or 1)
+
+
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int] | None:
+    """(stolen, total) CPU ticks of the whole machine since boot, from Linux's /proc/stat; None
+    where there is none. "Stolen" is time a virtual machine's CPUs were ready to run but the
+    host ran something else: on a shared cloud VM, the reason the same code runs slower at one
+    hour than at another."""
+    try:
+        first = stat.read_text().split("\n", 1)[0].split()
+        ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    except (OSError, ValueError) as err:
+        logger.debug("no CPU steal figures from %s (%s)", stat, err)
+        return None
+    if first[0] != "cpu" or len(ticks) < 8:
+        return None
+    return ticks[7], sum(ticks)
+
+
+def steal_share(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's CPU time the host took between two cpu_ticks() readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1])
+
+
+STEAL_NOTED = 0.05  # from this share up, a frame rate is reported with what the host took
+
+
+def steal_note(share: float | None) -> str:
+    """'the host took N% of the CPU' where it took a share worth naming, else ''."""
+    if share is None or share < STEAL_NOTED:
+        return ""
+    return f"the host took {share:.0%} of the CPU"
 
 
 def cpu_threads(threads: int | None = None) -> int:

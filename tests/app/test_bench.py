@@ -17,18 +17,17 @@ from realtime.app.bench import (
     GOALS,
     BenchError,
     Row,
-    cpu_ticks,
     default_rows,
     format_table,
     get_model,
     goal_check,
     run_on_own_thread,
     select_rows,
-    steal_share,
     time_dream,
 )
 from realtime.control.config import load_config
 from realtime.engine import objectives
+from realtime.engine.device import cpu_ticks, steal_share
 from realtime.engine.models import random_model
 from realtime.engine.strategy import make_dreamer, reference_dreamer
 from realtime.knobs import DreamConfig
