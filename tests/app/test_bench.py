@@ -19,6 +19,7 @@ from realtime.app.bench import (
     Row,
     default_rows,
     format_table,
+    frame_ms,
     get_model,
     goal_check,
     run_on_own_thread,
@@ -239,6 +240,16 @@ def test_the_dream_is_timed_over_every_octave_of_a_cycle():
     timed = seen[2:]
     assert sorted({f % 3 for f in timed}) == [0, 1, 2]
     assert len(set(timed)) == len(timed)
+
+
+def test_a_cycle_of_octaves_is_timed_as_the_mean_frame_of_whole_cycles():
+    """Four octaves in turn at 10, 12, 14 and 60 ms: the frame rate is set by their mean, 24 ms;
+    the median of the frames would say 13. A slow cycle does not move the median over cycles,
+    and a partial cycle at the end is left out."""
+    times = [10.0, 12.0, 14.0, 60.0] * 4 + [90.0, 95.0, 99.0, 99.0] + [1.0, 1.0]
+    assert frame_ms(times, 4) == pytest.approx(24.0)
+    assert frame_ms([10.0, 12.0, 14.0, 60.0], 1) == pytest.approx(13.0)  # no cycle: the median
+    assert frame_ms([10.0, 30.0], 4) == pytest.approx(20.0)  # fewer than a cycle: the median
 
 
 def test_run_on_own_thread_returns_and_raises_what_the_function_does():
