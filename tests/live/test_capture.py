@@ -111,7 +111,9 @@ def test_slow_consumer_gets_only_the_newest_frame(captures):
     capture, _ = start(captures, FakeSource(period=0.001))
     taken, last = [], 0
     for _ in range(5):
-        time.sleep(0.05)  # a slow consumer: many frames arrive meanwhile
+        # A slow consumer: at least three frames arrive meanwhile. (Waiting on the count, not a
+        # fixed sleep: on a loaded machine the capture thread once put one frame in 50 ms.)
+        wait_for(lambda last=last: capture.slot.peek()[0] >= last + 3)
         last, frame = capture.slot.get(after=last, timeout=1.0)
         assert frame.index == last - 1  # the newest one put, not the oldest waiting
         assert number_of(frame.image) == frame.index  # and its picture is that frame's
