@@ -93,8 +93,11 @@ def capture_plan(
     class_cfg = class_recipe.apply(cfg) if class_recipe is not None else cfg
     objs = [(objectives.class_logit(0), class_cfg)]
     objs += [(objectives.layer(name), cfg) for name in reversed(layers)]
-    sizes = sorted(octave_sizes(height, width, cfg), key=lambda s: s[0] * s[1], reverse=True)
-    return [(graph_key(size, obj, c), obj, c) for size in sizes for obj, c in objs]
+    own = [(obj, c, octave_sizes(height, width, c)) for obj, c in objs]  # the recipe skips some
+    sizes = sorted({s for _, _, mine in own for s in mine}, key=lambda s: s[0] * s[1], reverse=True)
+    return [
+        (graph_key(size, obj, c), obj, c) for size in sizes for obj, c, mine in own if size in mine
+    ]
 
 
 def root_cause(err: BaseException) -> str:

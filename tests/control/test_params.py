@@ -252,6 +252,7 @@ def test_while_a_class_target_leads_it_is_dreamed_with_the_target_recipe():
     assert target.dream.views == 3 and target.dream.fourier_decay == recipe.fourier_decay
     assert target.dream.step_size == pytest.approx(0.04)  # the fader's value, scaled
     assert target.feedback.amount == 0.97  # at least the recipe's
+    assert (layer.dream.min_size, target.dream.min_size) == (32, recipe.min_size)  # raised
     p.set("feedback", 0.98, glide=False)
     assert p.snapshot().feedback.amount == 0.98  # the operator can still go above it
 

@@ -139,6 +139,21 @@ def test_the_capture_plan_covers_every_layer_and_a_class_at_every_octave(lite0):
     assert live_class in {key for key, _, _ in plan}
 
 
+def test_class_targets_are_planned_without_the_octaves_their_recipe_skips(lite0):
+    """The cpu preset's four octaves at 320x180 go down to 96x56; a class target skips that one
+    (target.min_size), so no graph is captured for it there, while the layers keep it."""
+    from realtime.knobs import TargetConfig
+
+    cfg = DreamConfig(octaves=4, octave_scale=1.5, octave_cycle=True)
+    plan = capture_plan(lite0.layers, 180, 320, cfg, TargetConfig(min_size=64))
+    by_kind = {}
+    for key, obj, _ in plan:
+        kind = "class" if obj.structure == objectives.class_logit(0).structure else "layer"
+        by_kind.setdefault(kind, set()).add((key.height, key.width))
+    assert by_kind["layer"] == {(56, 96), (80, 144), (120, 216), (180, 320)}
+    assert by_kind["class"] == {(80, 144), (120, 216), (180, 320)}
+
+
 def test_class_targets_are_planned_with_their_recipe(lite0):
     """What a snapshot with a target dreams (the [target] recipe) is what was captured ahead."""
     from realtime.control.params import LiveParams
