@@ -97,6 +97,11 @@ def test_a_stream_is_read_back_by_ffmpeg_with_its_size_and_pixels(ffmpeg, tmp_pa
     out.start()
     try:
         code = read_back(ffmpeg, receive.format(port=port), out, received)
+        # Errors while the reader read, not after: once an SRT caller has its frames and hangs
+        # up, the listener's next write fails ("Input/output error"), and the output counts that
+        # as an outage and retries (as it should when TouchDesigner goes away). Under load that
+        # once landed before the stop below.
+        errors_while_read = out.errors
     finally:
         out.stop()
     assert code == 0
@@ -104,7 +109,7 @@ def test_a_stream_is_read_back_by_ffmpeg_with_its_size_and_pixels(ffmpeg, tmp_pa
     assert len(data) == 10 * W * H * 3  # ten frames of the dream's size
     frames = np.frombuffer(data, np.uint8).reshape(10, H, W, 3)
     assert np.abs(frames[-1].astype(int) - picture()).mean() < 8  # H.264 at its default quality
-    assert out.sent >= 10 and out.errors == 0 and out.state == "stopped"
+    assert out.sent >= 10 and errors_while_read == 0 and out.state == "stopped"
 
 
 def test_a_missing_ffmpeg_is_one_log_line_and_not_retried(caplog):
