@@ -162,7 +162,7 @@ def run(
         snap.target_name,
     )
 
-    summary = None  # ((start time, CPU ticks), loop, recorder, outputs) of a headless run
+    summary = None  # (start time, CPU ticks, loop, recorder, outputs) of a headless run
     _install_signal_handlers(parts.stop)
     try:
         source = make_source(cfg.capture.source, size)  # a spec of no known form: refused here
@@ -257,8 +257,7 @@ def run(
             # Woken by the last frame itself, so the summary's time ends with it.
             while not parts.stop.is_set() and not loop.done.wait(0.2):
                 pass
-            rate = (started, ticks)
-            summary = (rate, loop, recorder, outputs)
+            summary = (started, ticks, loop, recorder, outputs)
         else:
             from realtime.present.display import DreamWindow
 
@@ -292,15 +291,15 @@ def run(
 
 
 def _summarise(
-    rate: tuple[float, tuple[int, int] | None],
+    started: float,
+    ticks: tuple[int, int] | None,
     loop: DreamLoop,
     recorder: VideoRecorder | None,
     outputs: list[FrameSender],
 ) -> None:
     """One line at the end of a headless run: frames, frame rate (and how much of the CPU a
     virtual machine's host took meanwhile, where that was much), where the clip is, what the
-    outputs sent. `rate`: time.monotonic() and cpu_ticks() when the run began."""
-    started, ticks = rate
+    outputs sent. `started` and `ticks`: time.monotonic() and cpu_ticks() when the run began."""
     frames = loop.stats()["frames"]
     seconds = max(time.monotonic() - started, 1e-9)
     taken = steal_note(steal_share(ticks, cpu_ticks()))

@@ -35,6 +35,18 @@ from realtime.knobs import DreamConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 NUMBERS = ("dream_ms", "ref_dream_ms", "speedup", "fps", "latency_ms", "latency_p95_ms")
+# What format_table reads of a run's header (bench.header() makes the real one).
+HEAD = {
+    "device": "cpu",
+    "device_name": "x",
+    "torch": "t",
+    "cuda": None,
+    "python": "3",
+    "cpu_cores": 2,
+    "date": "d",
+    "capture_fps": 60.0,
+    "goals": list(GOALS),
+}
 
 
 def test_quick_bench_prints_the_table_and_writes_the_json(tmp_path):
@@ -147,17 +159,7 @@ def test_a_missed_goal_names_the_cpu_the_host_took(tmp_path):
     assert goal_check("cpu", row, {"fps": 17.0, "steal": 0.01}) == "MISSED: fps 17.0 >= 20"
     assert goal_check("cpu", row, {"fps": 21.0, "steal": share}) == "met"
     table = format_table(
-        {
-            "device_name": "x",
-            "device": "cpu",
-            "torch": "t",
-            "cuda": None,
-            "python": "3",
-            "cpu_cores": 2,
-            "date": "d",
-            "capture_fps": 30.0,
-            "goals": [],
-        },
+        HEAD,
         [
             {"model": "m", "weights": "w", "size": "s", "octaves": 4, "steps": 1, "steal": share},
             {"model": "n", "weights": "w", "size": "s", "octaves": 4, "steps": 1},
@@ -202,17 +204,7 @@ def test_missing_weights_skip_a_row_unless_random_weights_are_allowed(tmp_path, 
     assert act.shape[1] == 512 and torch.isfinite(act).all() and act.abs().sum() > 0
     row = {"model": "googlenet", "size": "320x180", "octaves": 2, "steps": 2}
     table = format_table(
-        {
-            "device": "cpu",
-            "device_name": "x",
-            "torch": "t",
-            "cuda": None,
-            "python": "3",
-            "cpu_cores": 2,
-            "date": "d",
-            "capture_fps": 60.0,
-            "goals": list(GOALS),
-        },
+        HEAD,
         [{**row, "weights": "missing", "note": why}],
     )
     assert "| googlenet | missing | 320x180 | 2 x 2 | - |" in table and why in table

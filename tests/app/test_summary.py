@@ -19,7 +19,7 @@ def summary_line(caplog, monkeypatch, before, after) -> str:
     monkeypatch.setattr(run, "cpu_ticks", lambda: after)
     monkeypatch.setattr(run.time, "monotonic", lambda: 102.0)  # the run began at 100.0
     with caplog.at_level(logging.INFO, logger=run.logger.name):
-        run._summarise((100.0, before), Loop(40), None, [])
+        run._summarise(100.0, before, Loop(40), None, [])
     return caplog.records[-1].getMessage()
 
 
